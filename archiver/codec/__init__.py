@@ -1,0 +1,1 @@
+"""Avro decoding and encoding, the Confluent wire format and the Schema Registry client."""

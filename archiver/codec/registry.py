@@ -1,0 +1,67 @@
+"""A cached Schema Registry client speaking the Confluent REST protocol.
+
+Works with Confluent Schema Registry, Apicurio's ccompat API, Karapace and Redpanda. Schemas are
+immutable per id, so a parsed schema is fetched once per process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import fastavro
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from archiver.config import RegistrySettings
+from archiver.errors import NotFound, TransientError
+
+
+class Registry:
+    """Looks up writer schemas by id and registers schemas under subjects."""
+
+    def __init__(self, settings: RegistrySettings):
+        self._client = SchemaRegistryClient(settings.client_config())
+        self._parsed: dict[int, tuple[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, subject: str, schema: str | dict) -> int:
+        """Register `schema` (Avro JSON) under `subject`; returns its id (existing id if known)."""
+        text = schema if isinstance(schema, str) else json.dumps(schema)
+        try:
+            return self._client.register_schema(subject, Schema(text, "AVRO"))
+        except SchemaRegistryError as e:
+            raise _translate(e, f"registering a schema under subject {subject!r}") from e
+
+    def schema_text(self, schema_id: int) -> str:
+        """The writer schema's JSON text for `schema_id`."""
+        return self._lookup(schema_id)[0]
+
+    def parsed(self, schema_id: int) -> Any:
+        """The fastavro-parsed writer schema for `schema_id`."""
+        return self._lookup(schema_id)[1]
+
+    def _lookup(self, schema_id: int) -> tuple[str, Any]:
+        cached = self._parsed.get(schema_id)
+        if cached is not None:
+            return cached
+        try:
+            text = self._client.get_schema(schema_id).schema_str
+        except SchemaRegistryError as e:
+            raise _translate(e, f"looking up schema id {schema_id}") from e
+        except Exception as e:  # httpx connection errors and timeouts
+            raise TransientError(f"schema registry unreachable while looking up schema id {schema_id}: {e}") from e
+        entry = (text, fastavro.parse_schema(json.loads(text)))
+        with self._lock:
+            self._parsed[schema_id] = entry
+        return entry
+
+
+def _translate(error: SchemaRegistryError, doing: str) -> Exception:
+    status = error.http_status_code
+    if status == 404:
+        return NotFound(f"schema registry: not found while {doing}: {error.error_message}")
+    if status is None or status >= 500 or status == 429:
+        return TransientError(f"schema registry unavailable while {doing}: {error.error_message}")
+    return error

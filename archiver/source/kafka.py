@@ -1,0 +1,83 @@
+"""Thin wrappers over confluent-kafka that translate its errors into archiver's."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from archiver.config import KafkaSettings
+from archiver.errors import TerminalError, TransientError
+
+
+def admin(settings: KafkaSettings) -> AdminClient:
+    return AdminClient(settings.client_config())
+
+
+def producer(settings: KafkaSettings, **extra: str | int) -> Producer:
+    conf = settings.client_config() | {"linger.ms": 20, "compression.type": "lz4", "enable.idempotence": True}
+    return Producer(conf | extra)
+
+
+def list_topics(settings: KafkaSettings, timeout: float = 10.0) -> dict[str, int]:
+    """Topic name -> partition count for every topic the cluster reports."""
+    try:
+        metadata = admin(settings).list_topics(timeout=timeout)
+    except KafkaException as e:
+        raise TransientError(f"kafka at {settings.bootstrap_servers} unreachable: {e.args[0].str()}") from e
+    return {name: len(t.partitions) for name, t in metadata.topics.items() if not t.error}
+
+
+def ensure_topic(settings: KafkaSettings, name: str, partitions: int, timeout: float = 30.0) -> bool:
+    """Create `name` with `partitions` partitions unless it exists; True when it was created."""
+    existing = list_topics(settings, timeout)
+    if name in existing:
+        return False
+    client = admin(settings)  # must outlive the futures
+    futures = client.create_topics([NewTopic(name, partitions, 1)], operation_timeout=timeout)
+    try:
+        futures[name].result(timeout)
+    except KafkaException as e:
+        if e.args[0].name() == "TOPIC_ALREADY_EXISTS":
+            return False
+        raise TerminalError(f"creating topic {name!r} failed: {e.args[0].str()}") from e
+    return True
+
+
+def flush(producer: Producer, timeout: float = 60.0) -> None:
+    """Wait for every produced message to be acknowledged."""
+    remaining = producer.flush(timeout)
+    if remaining:
+        raise TransientError(f"{remaining} messages still unacknowledged after {timeout:.0f}s")
+
+
+def read_to_end(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> Iterator[Message]:
+    """Every message of `topic` from the beginning up to the end offsets seen at the start."""
+    consumer = Consumer(settings.client_config() | {"group.id": "archiver-reader", "enable.auto.commit": False,
+                                                     "enable.partition.eof": False})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error:
+            raise TerminalError(f"topic {topic!r} does not exist")
+        ends = {}
+        for p in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + timeout
+        while ends:
+            if time.monotonic() > deadline:
+                raise TransientError(f"timed out reading {topic!r}; partitions still behind: {sorted(ends)}")
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error():
+                raise TransientError(f"reading {topic!r}: {message.error().str()}")
+            yield message
+            if message.offset() + 1 >= ends.get(message.partition(), 0):
+                ends.pop(message.partition(), None)
+    finally:
+        consumer.close()

@@ -1,0 +1,55 @@
+"""Object stores: the archive's only I/O. S3 (any endpoint) and the local filesystem.
+
+Keys are relative to the archive root given by the archive URL (`s3://bucket/prefix` or
+`file:///path`) and always use "/" separators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+from urllib.parse import urlparse
+
+from archiver.errors import ConfigError
+
+
+class ObjectStore(Protocol):
+    """What the archive needs from storage.
+
+    Every method raises `TransientError` for failures worth retrying (throttling, timeouts,
+    unavailable endpoint) and `TerminalError` subclasses otherwise.
+    """
+
+    url: str
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        """Store `data` under `key` atomically (readers see all of it or nothing).
+
+        With `if_absent`, fail with `PreconditionFailed` when `key` already exists; of two
+        concurrent writers of one key at most one succeeds.
+        """
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes; `NotFound` if it does not exist."""
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys under `prefix`, in lexicographic order."""
+
+    def delete(self, key: str) -> None:
+        """Remove `key`; deleting a missing key is not an error."""
+
+
+def open_store(url: str) -> ObjectStore:
+    """The store for an archive URL: `s3://bucket[/prefix]` or `file:///path`."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        from archiver.store.s3 import S3Store
+
+        if not parsed.netloc:
+            raise ConfigError(f"archive url {url!r} names no bucket (expected s3://bucket/prefix)")
+        return S3Store(parsed.netloc, parsed.path.strip("/"))
+    if parsed.scheme == "file":
+        from archiver.store.local import LocalStore
+
+        return LocalStore(parsed.path)
+    raise ConfigError(f"archive url {url!r}: expected s3://bucket/prefix or file:///path")

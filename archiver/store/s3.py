@@ -1,0 +1,76 @@
+"""S3 (or any S3-compatible endpoint) object store.
+
+The endpoint comes from the standard AWS configuration chain (AWS_ENDPOINT_URL, profiles,
+credentials); nothing here is specific to one S3 implementation. Conditional creates use
+`If-None-Match: *`, which AWS S3, LocalStack, SeaweedFS and MinIO honour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from archiver.errors import NotFound, PreconditionFailed, TerminalError, TransientError
+
+_TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500",
+                    "ConditionalRequestConflict", "RequestTimeTooSkewed", "Throttling"}
+_NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+class S3Store:
+    """Objects under `s3://bucket/prefix/`."""
+
+    def __init__(self, bucket: str, prefix: str = "", client=None):
+        self.bucket = bucket
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self.url = f"s3://{bucket}/{self.prefix}"
+        self._client = client or boto3.client(
+            "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
+        )
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        extra = {"IfNoneMatch": "*"} if if_absent else {}
+        self._call("put", key, self._client.put_object, Bucket=self.bucket, Key=self.prefix + key,
+                   Body=data, **extra)
+
+    def get(self, key: str) -> bytes:
+        response = self._call("get", key, self._client.get_object, Bucket=self.bucket, Key=self.prefix + key)
+        return response["Body"].read()
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+        start = len(self.prefix)
+        try:
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    yield obj["Key"][start:]
+        except (ClientError, BotoCoreError) as e:
+            raise _translate(e, "list", prefix, self.url) from e
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, self._client.delete_object, Bucket=self.bucket, Key=self.prefix + key)
+
+    def _call(self, op: str, key: str, fn, **kwargs):
+        try:
+            return fn(**kwargs)
+        except (ClientError, BotoCoreError) as e:
+            raise _translate(e, op, key, self.url) from e
+
+
+def _translate(error: Exception, op: str, key: str, url: str) -> Exception:
+    where = f"{op} {url}{key}"
+    if isinstance(error, BotoCoreError):  # connection refused, timeouts, DNS
+        return TransientError(f"S3 unreachable during {where}: {error}")
+    code = error.response.get("Error", {}).get("Code", "")
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code == "PreconditionFailed" or status == 412:
+        return PreconditionFailed(f"{where}: object already exists")
+    if code in _NOT_FOUND_CODES:
+        return NotFound(f"{where}: no such object")
+    if code in _TRANSIENT_CODES or (status or 0) >= 500:
+        return TransientError(f"S3 error {code} during {where}")
+    return TerminalError(f"S3 error {code} during {where}: {error.response.get('Error', {}).get('Message', '')}")
