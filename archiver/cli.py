@@ -60,10 +60,10 @@ def demo(bootstrap_servers, schema_registry_url, topic, count, partitions):
     from archiver.config import KafkaSettings, RegistrySettings
 
     kafka = KafkaSettings.from_env(bootstrap_servers=bootstrap_servers)
-    registry = Registry(RegistrySettings.from_env(url=schema_registry_url))
-    schema_id = demo_events.produce(kafka, registry, topic, count, partitions)
-    click.echo(f"produced {count} events to {topic!r} ({partitions} partitions), schema id {schema_id}")
-    records = demo_events.consume_back(kafka, registry, topic)
+    with Registry(RegistrySettings.from_env(url=schema_registry_url)) as registry:
+        schema_id = demo_events.produce(kafka, registry, topic, count, partitions)
+        click.echo(f"produced {count} events to {topic!r} ({partitions} partitions), schema id {schema_id}")
+        records = demo_events.consume_back(kafka, registry, topic)
     by_partition = collections.Counter(r["partition"] for r in records)
     by_type = collections.Counter(r["value"]["event_type"] for r in records)
     click.echo(f"consumed {len(records)} events back from {topic!r}")

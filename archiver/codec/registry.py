@@ -26,6 +26,16 @@ class Registry:
         self._parsed: dict[int, tuple[str, Any]] = {}
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def register(self, subject: str, schema: str | dict) -> int:
         """Register `schema` (Avro JSON) under `subject`; returns its id (existing id if known)."""
         text = schema if isinstance(schema, str) else json.dumps(schema)

@@ -1,0 +1,50 @@
+"""The S3 store against the real S3 server, including conditional writes."""
+
+import threading
+
+import pytest
+
+from archiver.errors import NotFound, PreconditionFailed
+from archiver.store import open_store
+
+
+@pytest.fixture
+def store(services, unique):
+    return open_store(f"s3://{services.bucket}/smoke/{unique}")
+
+
+def test_put_get_list_delete(store):
+    store.put("topic=t/dt=2026-11-24/b.parquet", b"b" * 10)
+    store.put("topic=t/dt=2026-11-24/a.parquet", b"a" * 10)
+    store.put("_ledger/topic=t/partition=0/00000000000000000001.json", b"{}")
+    assert store.get("topic=t/dt=2026-11-24/a.parquet") == b"a" * 10
+    assert list(store.list("topic=t/")) == ["topic=t/dt=2026-11-24/a.parquet", "topic=t/dt=2026-11-24/b.parquet"]
+    store.delete("topic=t/dt=2026-11-24/a.parquet")
+    with pytest.raises(NotFound):
+        store.get("topic=t/dt=2026-11-24/a.parquet")
+
+
+def test_conditional_put_fails_on_an_existing_key(store):
+    store.put("_ledger/0001.json", b"first", if_absent=True)
+    with pytest.raises(PreconditionFailed, match="already exists"):
+        store.put("_ledger/0001.json", b"second", if_absent=True)
+    assert store.get("_ledger/0001.json") == b"first"
+
+
+def test_concurrent_conditional_puts_have_one_winner(store):
+    winners = []
+
+    def attempt(i):
+        try:
+            store.put("_ledger/race.json", str(i).encode(), if_absent=True)
+            winners.append(i)
+        except PreconditionFailed:
+            pass
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    assert store.get("_ledger/race.json") == str(winners[0]).encode()
