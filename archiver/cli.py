@@ -77,3 +77,68 @@ def demo(bootstrap_servers, schema_registry_url, topic, count, partitions):
 
 def main() -> None:
     cli(prog_name="archiver")
+
+
+def _run_options(fn):
+    options = [
+        click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="ARCHIVER_CONFIG",
+                     help="TOML config file [env ARCHIVER_CONFIG]"),
+        kafka_option, registry_option,
+        click.option("--archive-url", help="s3://bucket/prefix or file:///path [env ARCHIVER_ARCHIVE_URL]"),
+        click.option("--topics", help="Comma-separated topics [env ARCHIVER_TOPICS]"),
+        click.option("--topic-pattern", help="Regex of topics, instead of --topics [env ARCHIVER_TOPIC_PATTERN]"),
+        click.option("--group-id", help="Consumer group (default archiver) [env ARCHIVER_GROUP_ID]"),
+        click.option("--metrics-address", help="host:port for /metrics, /healthz, /readyz [env ARCHIVER_METRICS_ADDRESS]"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _load(config_path, **flags):
+    from archiver.config import load_run_settings
+
+    return load_run_settings(config_path, flags=flags)
+
+
+@cli.command()
+@_run_options
+@click.option("--once", is_flag=True, help="Archive up to the end offsets seen at start, commit and exit.")
+@_one_line_errors
+def run(config_path, once, **flags):
+    """Archive topics to Parquet in S3 (or file://), exactly once.
+
+    Streams until SIGTERM/SIGINT (flush, commit, exit 0), or with --once runs as a batch job.
+    """
+    from archiver.daemon import Daemon
+
+    settings = _load(config_path, **flags)
+    _configure_logging(settings.log_format)
+    summary = Daemon(settings, once=once).run()
+    if once:
+        rate = summary.records_in / summary.seconds if summary.seconds else 0.0
+        click.echo(f"archived {summary.records_out} records ({summary.dead_lettered} dead-lettered) from "
+                   f"{summary.records_in} consumed into {summary.files} files in {summary.commits} commits; "
+                   f"{summary.bytes_in / 1e6:.1f} MB Avro -> {summary.bytes_out / 1e6:.1f} MB Parquet; "
+                   f"{summary.seconds:.1f}s, {rate:,.0f} records/s")
+
+
+@cli.command("config")
+@_run_options
+@_one_line_errors
+def show_config(config_path, **flags):
+    """Print the resolved configuration (file + environment + flags), secrets masked."""
+    import json
+
+    click.echo(json.dumps(_load(config_path, **flags).masked(), indent=2))
+
+
+def _configure_logging(fmt: str) -> None:
+    root = logging.getLogger()
+    if root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    if fmt == "json":
+        from archiver.logs import JsonFormatter
+
+        for handler in root.handlers:
+            handler.setFormatter(JsonFormatter())

@@ -7,6 +7,7 @@ and command-line flags. Environment lookups happen in `from_env`, never in defau
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -97,3 +98,231 @@ def _collect(env: Mapping[str, str], prefix: str, fields: Mapping, overrides: Ma
         if value not in (None, ""):
             values[name] = value
     return values
+
+
+# --- the sink daemon (`archiver run`) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """How one topic is decoded, partitioned and rotated ([defaults] and [topics."name"] in TOML)."""
+
+    time_granularity: str = "hour"
+    """Time directories: day (dt=), hour (dt=/hour=) or minute (dt=/hour=/minute=)."""
+    time_field: str | None = None
+    """Top-level value field (timestamp or epoch-ms long) to partition by instead of the record timestamp."""
+    key_partitioning: str = "hash"
+    """hash (key_bucket=NN from the key bytes), field (a low-cardinality value field) or none."""
+    key_buckets: int = 16
+    """Number of hash buckets for key_partitioning = hash."""
+    key_field: str | None = None
+    """Top-level value field for key_partitioning = field."""
+    key_field_values: tuple[str, ...] = ()
+    """Allowed values of key_field; any other value goes to `<field>=_other` (bounds the directories)."""
+    value_format: str = "confluent"
+    """confluent (wire format + Schema Registry) or raw (plain Avro binary written with value_schema_file)."""
+    value_schema_file: str | None = None
+    """The .avsc writer schema for value_format = raw."""
+    key_format: str = "bytes"
+    """bytes (only _kafka_key) or string (also a decoded _key column)."""
+    max_records: int = 1_000_000
+    """Rotate when one output file reaches this many records."""
+    max_bytes: int = 128 * 1024 * 1024
+    """Rotate when a partition buffers this many (Arrow) bytes."""
+    time_window_s: float = 3600.0
+    """Rotate when buffered record timestamps span this many seconds."""
+    interval_s: float = 60.0
+    """Rotate this many wall-clock seconds after the first buffered record (idle partitions flush)."""
+    compression: str = "zstd"
+    """Parquet compression codec."""
+    compression_level: int | None = None
+    """Codec level (zstd: 1-22); the codec default when unset."""
+
+    def validate(self, where: str) -> TopicSettings:
+        _choice(f"{where}.time_granularity", self.time_granularity, ("day", "hour", "minute"))
+        _choice(f"{where}.key_partitioning", self.key_partitioning, ("hash", "field", "none"))
+        _choice(f"{where}.value_format", self.value_format, ("confluent", "raw"))
+        _choice(f"{where}.key_format", self.key_format, ("bytes", "string"))
+        _choice(f"{where}.compression", self.compression, ("zstd", "snappy", "gzip", "lz4", "none"))
+        if not 1 <= self.key_buckets <= 4096:
+            raise ConfigError(f"{where}.key_buckets: expected 1..4096, got {self.key_buckets}")
+        if self.key_partitioning == "field" and not (self.key_field and self.key_field_values):
+            raise ConfigError(f"{where}.key_field and {where}.key_field_values are required when key_partitioning = field")
+        if self.value_format == "raw" and not self.value_schema_file:
+            raise ConfigError(f"{where}.value_schema_file is required when value_format = raw")
+        for name in ("max_records", "max_bytes", "time_window_s", "interval_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{where}.{name}: must be positive, got {getattr(self, name)}")
+        return self
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything `archiver run` needs."""
+
+    kafka: KafkaSettings
+    archive_url: str
+    """s3://bucket/prefix or file:///path (ARCHIVER_ARCHIVE_URL)."""
+    registry: RegistrySettings | None = None
+    topics: tuple[str, ...] = ()
+    """Topics to archive (ARCHIVER_TOPICS, comma-separated)."""
+    topic_pattern: str | None = None
+    """Regex of topics to archive instead of a list (ARCHIVER_TOPIC_PATTERN)."""
+    group_id: str = "archiver"
+    """Consumer group (ARCHIVER_GROUP_ID)."""
+    max_buffer_bytes: int = 256 * 1024 * 1024
+    """Cap on buffered bytes across all partitions; beyond it the largest buffer is flushed, and
+    partitions are paused while the store cannot take it (ARCHIVER_MAX_BUFFER_BYTES)."""
+    on_decode_error: str = "dlq"
+    """dlq (send undecodable records to dlq_topic) or fail (stop with the reason) (ARCHIVER_ON_DECODE_ERROR)."""
+    dlq_topic: str = "archiver.dlq"
+    """Dead-letter topic (ARCHIVER_DLQ_TOPIC)."""
+    metrics_address: str = ""
+    """host:port serving /metrics, /healthz and /readyz; empty disables (ARCHIVER_METRICS_ADDRESS)."""
+    log_format: str = "text"
+    """text or json (ARCHIVER_LOG_FORMAT)."""
+    defaults: TopicSettings = TopicSettings()
+    overrides: dict[str, TopicSettings] = field(default_factory=dict)
+
+    def for_topic(self, topic: str) -> TopicSettings:
+        return self.overrides.get(topic, self.defaults)
+
+    def masked(self) -> dict:
+        """The resolved configuration as TOML-like sections, secrets replaced by ****."""
+        def public(obj) -> dict:
+            out = {}
+            for name, value in vars(obj).items():
+                if value in (None, ()):
+                    continue
+                secret = "password" in name or "user_info" in name
+                out[name] = "****" if secret else (list(value) if isinstance(value, tuple) else value)
+            return out
+
+        run = {k: v for k, v in public(self).items() if k not in ("kafka", "registry", "defaults", "overrides")}
+        doc = {"kafka": public(self.kafka), "run": run, "defaults": public(self.defaults)}
+        if self.registry:
+            doc["schema_registry"] = public(self.registry)
+        doc["topics"] = {t: public(s) for t, s in self.overrides.items()}
+        return doc
+
+
+_RUN_ENV = {"archive_url": "ARCHIVER_ARCHIVE_URL", "topics": "ARCHIVER_TOPICS",
+            "topic_pattern": "ARCHIVER_TOPIC_PATTERN", "group_id": "ARCHIVER_GROUP_ID",
+            "max_buffer_bytes": "ARCHIVER_MAX_BUFFER_BYTES", "on_decode_error": "ARCHIVER_ON_DECODE_ERROR",
+            "dlq_topic": "ARCHIVER_DLQ_TOPIC", "metrics_address": "ARCHIVER_METRICS_ADDRESS",
+            "log_format": "ARCHIVER_LOG_FORMAT"}
+
+
+def load_run_settings(path: str | None, env: Mapping[str, str] = os.environ,
+                      flags: Mapping[str, object] | None = None) -> RunSettings:
+    """Defaults < TOML file < ARCHIVER_* environment < flags; validated, errors name the key."""
+    import tomllib
+
+    flags = {k: v for k, v in (flags or {}).items() if v not in (None, ())}
+    doc: dict = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"config file {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path}: {e}") from None
+    _no_unknown("", doc, {"kafka", "schema_registry", "archive", "run", "defaults", "topics"})
+    kafka_file = _section(doc, "kafka", KafkaSettings)
+    kafka = KafkaSettings.from_env({**_as_env("ARCHIVER_KAFKA_", kafka_file), **env},
+                                   bootstrap_servers=flags.get("bootstrap_servers"))
+    registry_file = _section(doc, "schema_registry", RegistrySettings)
+    registry_env = {**_as_env("ARCHIVER_SCHEMA_REGISTRY_", registry_file), **env}
+    registry = None
+    if flags.get("schema_registry_url") or registry_env.get("ARCHIVER_SCHEMA_REGISTRY_URL"):
+        registry = RegistrySettings.from_env(registry_env, url=flags.get("schema_registry_url"))
+
+    run = _section(doc, "run", RunSettings, exclude={"kafka", "registry", "defaults", "overrides", "archive_url"})
+    archive = doc.get("archive", {})
+    _no_unknown("archive", archive, {"url"})
+    if "url" in archive:
+        run["archive_url"] = archive["url"]
+    for name, var in _RUN_ENV.items():
+        if env.get(var):
+            run[name] = env[var]
+    run.update({k: v for k, v in flags.items() if k in _RUN_ENV})
+    run = _typed("run", RunSettings, run)
+    if not run.get("archive_url"):
+        raise ConfigError("archive.url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
+    if not run.get("topics") and not run.get("topic_pattern"):
+        raise ConfigError("run.topics is empty: name topics (--topics or ARCHIVER_TOPICS) or a run.topic_pattern")
+    _choice("run.on_decode_error", run.get("on_decode_error", "dlq"), ("dlq", "fail"))
+    _choice("run.log_format", run.get("log_format", "text"), ("text", "json"))
+    if run.get("topic_pattern"):
+        try:
+            re.compile(run["topic_pattern"])
+        except re.error as e:
+            raise ConfigError(f"run.topic_pattern: invalid regular expression: {e}") from None
+
+    base = _section(doc, "defaults", TopicSettings)
+    defaults = TopicSettings(**_typed("defaults", TopicSettings, base)).validate("defaults")
+    overrides = {}
+    for topic, section in doc.get("topics", {}).items():
+        where = f'topics."{topic}"'
+        _no_unknown(where, section, set(TopicSettings.__dataclass_fields__))
+        merged = {**base, **section}
+        overrides[topic] = TopicSettings(**_typed(where, TopicSettings, merged)).validate(where)
+    if registry is None and any(s.value_format == "confluent" for s in [defaults, *overrides.values()]):
+        raise ConfigError("schema_registry.url is not set (flag --schema-registry-url or "
+                          "ARCHIVER_SCHEMA_REGISTRY_URL); it is needed for value_format = confluent")
+    return RunSettings(kafka=kafka, registry=registry, defaults=defaults, overrides=overrides, **run)
+
+
+def _section(doc: dict, name: str, cls, exclude: set[str] = frozenset()) -> dict:
+    section = doc.get(name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{name}: expected a table")
+    _no_unknown(name, section, set(cls.__dataclass_fields__) - set(exclude))
+    return dict(section)
+
+
+def _no_unknown(where: str, section: dict, known: set[str]) -> None:
+    for key in section:
+        if key not in known:
+            raise ConfigError(f"{where + '.' if where else ''}{key}: unknown setting")
+
+
+def _as_env(prefix: str, section: dict) -> dict[str, str]:
+    return {prefix + k.upper(): str(v) for k, v in section.items()}
+
+
+def _typed(where: str, cls, values: dict) -> dict:
+    """Coerce strings from the environment or flags to each field's declared type."""
+    out = {}
+    for name, value in values.items():
+        kind = str(cls.__dataclass_fields__[name].type)
+        try:
+            if kind.startswith("tuple"):
+                out[name] = tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) \
+                    else tuple(value)
+            elif kind.startswith("int"):
+                out[name] = _int(value)
+            elif kind.startswith("float"):
+                out[name] = float(value)
+            else:
+                out[name] = value if value is None else str(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}.{name}: expected {kind.split(' ')[0]}, got {value!r}") from None
+    return out
+
+
+def _int(value) -> int:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, str):
+        units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+        v = value.strip().lower().removesuffix("b")
+        if v and v[-1] in units:
+            return int(float(v[:-1]) * units[v[-1]])
+    return int(value)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: expected one of {', '.join(allowed)}, got {value!r}")

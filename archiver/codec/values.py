@@ -1,0 +1,131 @@
+"""Decode a run of message values of one partition into Arrow, grouped by writer schema.
+
+Chooses, once per writer schema, the batch-native decoder (codec.native) when it supports the
+schema and the fastavro reference decoder (codec.arrow) otherwise. Values are in Confluent wire
+format (schema looked up in the registry) or, in raw mode, plain Avro written with a local schema.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import fastavro
+import pyarrow as pa
+
+from archiver.codec import arrow as reference
+from archiver.codec import wire
+from archiver.codec.registry import Registry
+from archiver.errors import DecodeError, NotFound, TransientError
+
+logger = logging.getLogger(__name__)
+
+try:  # the native decoder is optional: without it every batch takes the reference path
+    from archiver.codec import native
+except ImportError:  # pragma: no cover
+    native = None
+
+RAW_SCHEMA_ID = -1  # the schema id recorded for raw-mode values (no registry)
+
+
+@dataclass(frozen=True)
+class Run:
+    """Rows of one writer schema: their positions in the input and their decoded columns."""
+
+    schema_id: int | None  # None for tombstones
+    rows: list[int]
+    table: pa.Table | None  # None for tombstones
+
+
+@dataclass(frozen=True)
+class Decoded:
+    runs: list[Run]  # in order of first appearance; each run's rows in input order
+    errors: list[tuple[int, str]]  # (position, reason) of undecodable values
+
+
+class ValueDecoder:
+    """Per-topic value decoding with a cache of writer schemas and decoder choices."""
+
+    def __init__(self, registry: Registry | None, raw_schema_file: str | None = None,
+                 registry_retries: int = 3):
+        self._registry = registry
+        self._schemas: dict[int, tuple[str, object, bool]] = {}
+        self._retries = registry_retries
+        if raw_schema_file:
+            with open(raw_schema_file) as f:
+                text = f.read()
+            self._remember(RAW_SCHEMA_ID, text)
+        self.raw = raw_schema_file is not None
+
+    def schema_text(self, schema_id: int) -> str:
+        return self._schemas[schema_id][0]
+
+    def decode(self, values: Sequence[bytes | None]) -> Decoded:
+        if self.raw:
+            return self._decode_raw(values)
+        groups: dict[int | None, list[int]] = {}
+        errors: list[tuple[int, str]] = []
+        for i, value in enumerate(values):
+            if value is None:
+                groups.setdefault(None, []).append(i)
+                continue
+            try:
+                groups.setdefault(wire.schema_id_of(value), []).append(i)
+            except DecodeError as e:
+                errors.append((i, str(e)))
+        runs = []
+        for schema_id, rows in groups.items():
+            if schema_id is None:
+                runs.append(Run(None, rows, None))
+                continue
+            try:
+                self._ensure(schema_id)
+            except (DecodeError, NotFound, TransientError) as e:
+                errors.extend((i, str(e)) for i in rows)
+                continue
+            runs.extend(self._decode_group(schema_id, rows, [values[i] for i in rows], wire.HEADER_SIZE, errors))
+        return Decoded(runs, errors)
+
+    def _decode_raw(self, values: Sequence[bytes | None]) -> Decoded:
+        rows = [i for i, v in enumerate(values) if v is not None]
+        tombstones = [i for i, v in enumerate(values) if v is None]
+        errors: list[tuple[int, str]] = []
+        runs = self._decode_group(RAW_SCHEMA_ID, rows, [values[i] for i in rows], 0, errors)
+        if tombstones:
+            runs.append(Run(None, tombstones, None))
+        return Decoded(runs, errors)
+
+    def _decode_group(self, schema_id, rows, payloads, header_size, errors) -> list[Run]:
+        _, parsed, use_native = self._schemas[schema_id]
+        decoder = native if use_native else reference
+        batch = decoder.decode_batch(payloads, parsed, header_size=header_size)
+        errors.extend((rows[i], f"schema id {schema_id}: {reason}") for i, reason in batch.errors)
+        if not batch.rows:
+            return []
+        return [Run(schema_id, [rows[i] for i in batch.rows], batch.table)]
+
+    def _ensure(self, schema_id: int) -> None:
+        if schema_id in self._schemas:
+            return
+        if self._registry is None:
+            raise DecodeError(f"schema id {schema_id}: no schema registry configured")
+        for attempt in range(self._retries + 1):
+            try:
+                text = self._registry.schema_text(schema_id)
+                break
+            except NotFound:
+                raise DecodeError(f"unknown schema id {schema_id} (not in the schema registry)") from None
+            except TransientError:
+                if attempt == self._retries:
+                    raise
+                time.sleep(min(2.0, 0.2 * 2**attempt))
+        self._remember(schema_id, text)
+
+    def _remember(self, schema_id: int, text: str) -> None:
+        parsed = fastavro.parse_schema(json.loads(text))
+        use_native = native is not None and native.supports(parsed)
+        logger.info("schema id %d: %s decoder", schema_id, "native" if use_native else "reference")
+        self._schemas[schema_id] = (text, parsed, use_native)

@@ -1,0 +1,290 @@
+"""`archiver run`: the consumer-group member that feeds the sink (stream and --once modes).
+
+The composition root: builds the consumer, the sink, the dead-letter producer and the metrics
+server from RunSettings; handles rebalances, signals, pause/resume and the end of a batch run.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import signal
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaException, TopicPartition
+
+from archiver import layout
+from archiver.codec.registry import Registry
+from archiver.codec.values import ValueDecoder
+from archiver.config import RunSettings
+from archiver.errors import TerminalError, TransientError
+from archiver.ledger import FencedError
+from archiver.sink import Sink
+from archiver.source import kafka as source_kafka
+from archiver.store import open_store
+from archiver.writer.buffer import Rotation
+
+logger = logging.getLogger(__name__)
+
+POLL_BATCH = 10_000
+TICK_S = 1.0
+
+
+@dataclass
+class Summary:
+    """What a run did, for the --once summary and tests."""
+
+    records_in: int
+    records_out: int
+    dead_lettered: int
+    files: int
+    commits: int
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+    rotations: dict[str, int]
+
+
+class Daemon:
+    """One member of the archiver consumer group."""
+
+    def __init__(self, settings: RunSettings, once: bool = False):
+        self.settings = settings
+        self.once = once
+        self.store = open_store(settings.archive_url)
+        self.registry = Registry(settings.registry) if settings.registry else None
+        self._decoders: dict[str, ValueDecoder] = {}
+        self._dlq = None
+        self._stop = False
+        self._paused: dict[tuple[str, int], tuple[float, float]] = {}  # partition -> (retry at, backoff)
+        self._ends: dict[tuple[str, int], int] = {}  # --once: end offsets seen at start
+        self.rebalances = 0
+        self.consumer = Consumer(settings.kafka.client_config() | {
+            "group.id": settings.group_id,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "fetch.max.bytes": 52_428_800,
+            "max.partition.fetch.bytes": 8_388_608,
+            "queued.max.messages.kbytes": 65_536,
+            "max.poll.interval.ms": 600_000,
+        })
+        dead_letter = self._dead_letter if settings.on_decode_error == "dlq" else None
+        self.sink = Sink(self.store, settings.for_topic, self._decoder, self._commit_offset, dead_letter,
+                         self._flush_dead_letters)
+
+    # --- wiring ------------------------------------------------------------------------------
+
+    def _decoder(self, topic: str) -> ValueDecoder:
+        decoder = self._decoders.get(topic)
+        if decoder is None:
+            s = self.settings.for_topic(topic)
+            decoder = ValueDecoder(self.registry, s.value_schema_file if s.value_format == "raw" else None)
+            self._decoders[topic] = decoder
+        return decoder
+
+    def _commit_offset(self, topic: str, partition: int, offset: int) -> None:
+        self.consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=True)
+
+    def _dead_letter(self, message, reason: str) -> None:
+        if self._dlq is None:
+            self._dlq = source_kafka.producer(self.settings.kafka, **{"linger.ms": 5})
+        headers = list(message.headers() or []) + [
+            ("archiver.error", reason.encode()), ("archiver.topic", message.topic().encode()),
+            ("archiver.partition", str(message.partition()).encode()),
+            ("archiver.offset", str(message.offset()).encode()),
+        ]
+        ts_type, ts = message.timestamp()
+        self._dlq.produce(self.settings.dlq_topic, message.value(), message.key(), headers=headers,
+                          timestamp=ts if ts_type else 0)
+        self._dlq.poll(0)
+
+    def _flush_dead_letters(self) -> None:
+        if self._dlq is not None:
+            source_kafka.flush(self._dlq, timeout=30)  # durable before the range is committed
+
+    # --- rebalances ----------------------------------------------------------------------------
+
+    def _on_assign(self, consumer, partitions) -> None:
+        self.rebalances += 1
+        positions = []
+        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)}
+        for tp in partitions:
+            start = self.sink.assign(tp.topic, tp.partition)
+            if start is None:
+                start = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
+                start = start if start >= 0 else OFFSET_BEGINNING
+            positions.append(TopicPartition(tp.topic, tp.partition, start))
+            logger.info("assigned %s[%d], starting at %s", tp.topic, tp.partition, start)
+        if self.once:
+            self._record_ends(partitions)
+        consumer.incremental_assign(positions)
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        self.rebalances += 1
+        for tp in partitions:
+            self.sink.release(tp.topic, tp.partition, flush=True)
+            self._paused.pop((tp.topic, tp.partition), None)
+        consumer.incremental_unassign(partitions)
+
+    def _on_lost(self, consumer, partitions) -> None:
+        self.rebalances += 1
+        for tp in partitions:
+            self.sink.release(tp.topic, tp.partition, flush=False)
+            self._paused.pop((tp.topic, tp.partition), None)
+        consumer.incremental_unassign(partitions)
+
+    def _record_ends(self, partitions) -> None:
+        for tp in partitions:
+            if (tp.topic, tp.partition) not in self._ends:
+                low, high = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30)
+                self._ends[(tp.topic, tp.partition)] = high if high > low else -1
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> Summary:
+        started = time.monotonic()
+        self._install_signals()
+        self._subscribe()
+        last_tick = time.monotonic()
+        try:
+            while not self._stop:
+                messages = self.consumer.consume(POLL_BATCH, timeout=0.5)
+                self._dispatch(messages)
+                if time.monotonic() - last_tick >= TICK_S or not messages:
+                    self._tick()
+                    last_tick = time.monotonic()
+                if self.once and self._reached_ends():
+                    break
+            self._flush_all(Rotation.END)
+        finally:
+            self._close()
+        s = self.sink.stats
+        return Summary(s.records_in, s.records_out, s.dead_lettered, s.files, s.commits, s.bytes_in,
+                       s.bytes_out, time.monotonic() - started, dict(s.rotations))
+
+    def stop(self, *_args) -> None:
+        self._stop = True
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def _subscribe(self) -> None:
+        if self.settings.topic_pattern:
+            topics = ["^" + self.settings.topic_pattern.removeprefix("^")]
+        else:
+            topics = [layout.check_topic(t) for t in self.settings.topics]
+            existing = source_kafka.list_topics(self.settings.kafka)
+            missing = [t for t in topics if t not in existing]
+            if missing:
+                raise TerminalError(f"topic {missing[0]!r} does not exist in {self.settings.kafka.bootstrap_servers}")
+        self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _dispatch(self, messages) -> None:
+        by_partition: dict[tuple[str, int], list] = defaultdict(list)
+        for m in messages:
+            if m.error():
+                if m.error().fatal():
+                    raise TerminalError(f"kafka: {m.error().str()}")
+                logger.warning("kafka: %s", m.error().str())
+                continue
+            by_partition[(m.topic(), m.partition())].append(m)
+        for (topic, partition), batch in by_partition.items():
+            if (topic, partition) in self._paused:
+                continue  # re-fetched from the resume offset once the pending flush lands
+            self._guard(topic, partition, lambda: self.sink.ingest(topic, partition, batch))
+
+    def _guard(self, topic: str, partition: int, action) -> None:
+        """Run a sink action; pause the partition while the store fails, re-claim when fenced."""
+        try:
+            action()
+        except FencedError as e:
+            logger.warning("%s; claiming it again", e)
+            self._reclaim(topic, partition)
+            return
+        owned = self.sink.owned.get((topic, partition))
+        if owned is not None and owned.pending is not None and (topic, partition) not in self._paused:
+            self.consumer.pause([TopicPartition(topic, partition)])
+            self._paused[(topic, partition)] = (time.monotonic() + 1.0, 1.0)
+            logger.warning("paused %s[%d] while the store is unavailable", topic, partition)
+
+    def _reclaim(self, topic: str, partition: int) -> None:
+        start = self.sink.assign(topic, partition)
+        self.consumer.seek(TopicPartition(topic, partition, start if start is not None else OFFSET_BEGINNING))
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for (topic, partition), (retry_at, backoff) in list(self._paused.items()):
+            if now < retry_at:
+                continue
+            if self.sink.retry(topic, partition):
+                self._resume(topic, partition)
+            else:  # bounded, jittered exponential backoff
+                backoff = min(30.0, backoff * 2)
+                self._paused[(topic, partition)] = (now + backoff * (0.5 + random.random() / 2), backoff)
+        try:
+            self.sink.tick(self.settings.max_buffer_bytes)
+        except FencedError as e:
+            logger.warning("%s", e)
+        for (topic, partition), owned in list(self.sink.owned.items()):
+            if owned.pending is not None and (topic, partition) not in self._paused:
+                self._guard(topic, partition, lambda: None)
+
+    def _resume(self, topic: str, partition: int) -> None:
+        del self._paused[(topic, partition)]
+        if (topic, partition) not in self.sink.owned:
+            return
+        offset = self.sink.resume_offset(topic, partition)
+        tp = TopicPartition(topic, partition, offset if offset is not None else OFFSET_BEGINNING)
+        self.consumer.resume([tp])
+        self.consumer.seek(tp)
+        logger.info("resumed %s[%d] at offset %s", topic, partition, offset)
+
+    def _reached_ends(self) -> bool:
+        if not self._ends or not self.sink.owned:
+            return False
+        for key, end in self._ends.items():
+            owned = self.sink.owned.get(key)
+            if owned is None:
+                continue
+            position = owned.buffer.end
+            if end >= 0 and (position is None or position < end):
+                try:
+                    position = self.consumer.position([TopicPartition(*key)])[0].offset
+                except KafkaException:
+                    return False
+                if position < end:
+                    return False
+        return True
+
+    def _flush_all(self, reason: Rotation) -> None:
+        deadline = time.monotonic() + 120
+        for topic, partition in list(self.sink.owned):
+            while time.monotonic() < deadline:
+                try:
+                    if self.sink.flush(topic, partition, reason):
+                        break
+                except FencedError as e:
+                    logger.warning("%s", e)
+                    break
+                time.sleep(1.0)
+            else:
+                raise TransientError(f"could not commit {topic}[{partition}] before exiting; "
+                                     "it is re-read on the next start")
+
+    def _close(self) -> None:
+        try:
+            self.consumer.close()
+        except KafkaException as e:
+            logger.warning("closing the consumer: %s", e)
+        self.sink.close()
+        if self._dlq is not None:
+            self._dlq.flush(10)
+        if self.registry is not None:
+            self.registry.close()

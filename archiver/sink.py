@@ -1,0 +1,367 @@
+"""The sink: turns consumed messages into committed Parquet files, partition by partition.
+
+Kafka-free (the daemon feeds it messages and supplies the offset-commit and dead-letter
+callbacks), so its logic is testable without a broker. Per owned partition it keeps the
+ledger (commit protocol), the buffer since the last commit and, while the store fails, the
+pending flush that is retried as is.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from archiver import layout
+from archiver.codec.values import Run, ValueDecoder
+from archiver.config import TopicSettings
+from archiver.errors import TerminalError, TransientError
+from archiver.layout import Granularity
+from archiver.ledger import Entry, FileEntry, PartitionLedger, writer_id
+from archiver.store import ObjectStore
+from archiver.writer import parquet
+from archiver.writer.buffer import PartitionBuffer, Rotation, RotationPolicy
+
+logger = logging.getLogger(__name__)
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass
+class Pending:
+    """A flush built but not yet committed: retried as is while the store fails."""
+
+    entry: Entry
+    blobs: dict[str, bytes]
+    reason: Rotation
+    uploaded: bool = False
+    intent_written: bool = False
+
+
+@dataclass
+class Owned:
+    ledger: PartitionLedger
+    buffer: PartitionBuffer
+    settings: TopicSettings
+    pending: Pending | None = None
+    time_paths: dict[int, str] = field(default_factory=dict)
+    key_paths: dict[bytes | None, str] = field(default_factory=dict)
+
+
+@dataclass
+class Stats:
+    records_in: int = 0
+    bytes_in: int = 0
+    records_out: int = 0
+    bytes_out: int = 0
+    files: int = 0
+    commits: int = 0
+    dead_lettered: int = 0
+    duplicates_skipped: int = 0
+    rotations: dict[str, int] = field(default_factory=dict)
+    upload_seconds: list[float] = field(default_factory=list)
+
+
+class Sink:
+    """Owns partitions, buffers their records and commits them through the ledger."""
+
+    def __init__(self, store: ObjectStore, settings_for: Callable[[str], TopicSettings],
+                 decoder_for: Callable[[str], ValueDecoder],
+                 commit_offset: Callable[[str, int, int], None],
+                 dead_letter: Callable[[object, str], None] | None,
+                 flush_dead_letters: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic, upload_threads: int = 8):
+        self.store = store
+        self._settings_for = settings_for
+        self._decoder_for = decoder_for
+        self._commit_offset = commit_offset
+        self._dead_letter = dead_letter
+        self._flush_dead_letters = flush_dead_letters
+        self._clock = clock
+        self._pool = concurrent.futures.ThreadPoolExecutor(upload_threads, thread_name_prefix="upload")
+        self.owned: dict[TopicPartition, Owned] = {}
+        self.stats = Stats()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # --- ownership ---------------------------------------------------------------------------
+
+    def assign(self, topic: str, partition: int) -> int | None:
+        """Claim the partition in the ledger; returns the offset to resume at (None: unknown)."""
+        ledger = PartitionLedger(self.store, topic, partition)
+        ledger.claim()
+        start = ledger.next_offset()
+        buffer = PartitionBuffer(topic, partition, start=start, end=start)
+        self.owned[(topic, partition)] = Owned(ledger, buffer, self._settings_for(topic))
+        return start
+
+    def release(self, topic: str, partition: int, flush: bool) -> None:
+        """Stop owning a partition, committing its buffer first when `flush` (a clean revoke)."""
+        owned = self.owned.get((topic, partition))
+        if owned is None:
+            return
+        if flush:
+            try:
+                self.flush(topic, partition, Rotation.REVOKE)
+            except (TransientError, TerminalError) as e:
+                logger.warning("could not commit %s[%d] on revoke, the next owner re-reads it: %s",
+                               topic, partition, e)
+        del self.owned[(topic, partition)]
+
+    def resume_offset(self, topic: str, partition: int) -> int | None:
+        """Where consumption must continue after a pause: one past the last buffered offset."""
+        return self.owned[(topic, partition)].buffer.end
+
+    # --- ingest ------------------------------------------------------------------------------
+
+    def ingest(self, topic: str, partition: int, messages: Sequence) -> None:
+        """Buffer messages of one partition (in offset order); may flush on rotation."""
+        owned = self.owned.get((topic, partition))
+        if owned is None or owned.pending is not None:
+            return  # not ours (any more), or paused behind a pending flush: re-fetched later
+        expected = owned.buffer.end
+        if expected is not None and messages and messages[0].offset() < expected:
+            fresh = [m for m in messages if m.offset() >= expected]
+            self.stats.duplicates_skipped += len(messages) - len(fresh)
+            messages = fresh
+        for segment in _schema_segments(messages):
+            self._ingest_segment(owned, segment)
+            if owned.pending is not None:
+                return
+
+    def _ingest_segment(self, owned: Owned, messages: Sequence) -> None:
+        buffer = owned.buffer
+        values = [m.value() for m in messages]
+        decoded = self._decoder_for(buffer.topic).decode(values)
+        schema_ids = {r.schema_id for r in decoded.runs if r.schema_id is not None}
+        if schema_ids and buffer.schema_ids and not schema_ids <= set(buffer.schema_ids):
+            self.flush(buffer.topic, buffer.partition, Rotation.SCHEMA_CHANGE)
+            if owned.pending is not None:
+                return
+        for position, reason in decoded.errors:
+            self._reject(messages[position], reason)
+        tables = [self._with_metadata(owned, run, messages) for run in decoded.runs]
+        now = self._clock()
+        buffer.advance(messages[0].offset(), messages[-1].offset(), now)
+        buffer.dead_lettered += len(decoded.errors)
+        self.stats.records_in += len(messages)
+        self.stats.bytes_in += sum(len(v) for v in values if v is not None)
+        if tables:
+            table = tables[0] if len(tables) == 1 else _in_offset_order(tables)
+            timestamps = self._partition_times(owned, table)
+            buffer.add(table, self._directories(owned, table, timestamps), timestamps)
+            decoder = self._decoder_for(buffer.topic)
+            for schema_id in schema_ids:
+                buffer.schema_ids.setdefault(schema_id, decoder.schema_text(schema_id))
+        self._maybe_rotate(owned, now)
+
+    def _reject(self, message, reason: str) -> None:
+        where = f"{message.topic()}[{message.partition()}] offset {message.offset()}"
+        if self._dead_letter is None:
+            raise TerminalError(f"undecodable record at {where}: {reason}")
+        self._dead_letter(message, reason)
+        self.stats.dead_lettered += 1
+        logger.warning("dead-lettered %s: %s", where, reason)
+
+    def _with_metadata(self, owned: Owned, run: Run, messages: Sequence) -> pa.Table:
+        picked = [messages[i] for i in run.rows]
+        meta = parquet.metadata_table(
+            owned.buffer.partition, [m.offset() for m in picked], [m.timestamp() for m in picked],
+            [m.key() for m in picked], [m.headers() for m in picked], [run.schema_id] * len(picked))
+        if owned.settings.key_format == "string":
+            meta = meta.append_column("_key", pc.cast(meta["_kafka_key"], pa.string(), safe=False))
+        if run.table is None:
+            return meta
+        return pa.Table.from_arrays(run.table.columns + meta.columns,
+                                    schema=pa.schema(list(run.table.schema) + list(meta.schema)))
+
+    # --- routing -------------------------------------------------------------------------------
+
+    def _partition_times(self, owned: Owned, table: pa.Table) -> list[int | None]:
+        times = pc.cast(table["_kafka_timestamp"], pa.int64())
+        field_name = owned.settings.time_field
+        if field_name and field_name in table.column_names:
+            column = table[field_name]
+            if pa.types.is_timestamp(column.type):
+                column = pc.cast(pc.cast(column, pa.timestamp("ms", tz=column.type.tz)), pa.int64())
+            times = pc.coalesce(pc.cast(column, pa.int64()), times)
+        return times.to_pylist()
+
+    def _directories(self, owned: Owned, table: pa.Table, timestamps: list[int | None]) -> list[str]:
+        s = owned.settings
+        granularity = Granularity(s.time_granularity)
+        time_paths = owned.time_paths
+        times = []
+        for ts in timestamps:
+            bucket = layout.time_bucket(ts or 0, granularity)
+            path = time_paths.get(bucket)
+            if path is None:
+                path = time_paths[bucket] = layout.time_path(bucket, granularity)
+            times.append(path)
+        if s.key_partitioning == "none":
+            return times
+        if s.key_partitioning == "field":
+            allowed = frozenset(s.key_field_values)
+            values = table[s.key_field].to_pylist() if s.key_field in table.column_names else [None] * len(times)
+            return [f"{t}/{layout.field_value_path(s.key_field, v, allowed)}" for t, v in zip(times, values)]
+        key_paths = owned.key_paths
+        out = []
+        for t, key in zip(times, table["_kafka_key"].to_pylist()):
+            path = key_paths.get(key)
+            if path is None:
+                path = layout.bucket_path(layout.key_bucket(key, s.key_buckets), s.key_buckets)
+                if len(key_paths) < 100_000:
+                    key_paths[key] = path
+            out.append(f"{t}/{path}")
+        return out
+
+    # --- rotation and commit -----------------------------------------------------------------
+
+    def _maybe_rotate(self, owned: Owned, now: float) -> None:
+        s = owned.settings
+        policy = RotationPolicy(s.max_records, s.max_bytes, int(s.time_window_s * 1000), s.interval_s)
+        reason = owned.buffer.rotation_due(policy, now)
+        if reason is not None:
+            self.flush(owned.buffer.topic, owned.buffer.partition, reason)
+
+    def tick(self, max_buffer_bytes: int) -> None:
+        """Periodic work: interval rotation of idle partitions and the global memory cap."""
+        now = self._clock()
+        for owned in list(self.owned.values()):
+            if owned.pending is None:
+                self._maybe_rotate(owned, now)
+        while self.buffered_bytes() > max_buffer_bytes:
+            candidates = [o for o in self.owned.values() if o.pending is None and not o.buffer.empty]
+            if not candidates:
+                break
+            largest = max(candidates, key=lambda o: o.buffer.nbytes)
+            self.flush(largest.buffer.topic, largest.buffer.partition, Rotation.MEMORY)
+
+    def buffered_bytes(self) -> int:
+        total = 0
+        for owned in self.owned.values():
+            total += owned.buffer.nbytes
+            if owned.pending is not None:
+                total += sum(len(b) for b in owned.pending.blobs.values())
+        return total
+
+    def flush(self, topic: str, partition: int, reason: Rotation) -> bool:
+        """Commit the partition's buffer. True when committed (or nothing to commit).
+
+        A store failure leaves the flush pending (see `retry`); FencedError means the partition
+        belongs to another owner now.
+        """
+        owned = self.owned[(topic, partition)]
+        if owned.pending is None:
+            if owned.buffer.empty:
+                return True
+            owned.pending = self._build(owned, reason)
+        return self._complete(owned)
+
+    def retry(self, topic: str, partition: int) -> bool:
+        owned = self.owned.get((topic, partition))
+        return owned is None or owned.pending is None or self._complete(owned)
+
+    def _build(self, owned: Owned, reason: Rotation) -> Pending:
+        buffer, ledger = owned.buffer, owned.ledger
+        seq = ledger.head.seq + 1
+        files, blobs = [], {}
+        for directories, table in buffer.files():
+            offsets = table["_kafka_offset"]
+            key = layout.DataKey(buffer.topic, buffer.partition, pc.min(offsets).as_py(), ledger.epoch,
+                                 directories).format()
+            data = parquet.encode(table, buffer.schema_ids, owned.settings.compression,
+                                  owned.settings.compression_level)
+            stamps = pc.min_max(table["_kafka_timestamp"])
+            ids = sorted({i for i in table["_schema_id"].unique().to_pylist() if i is not None})
+            files.append(FileEntry(key, table.num_rows, len(data), hashlib.sha256(data).hexdigest(),
+                                   pc.min(offsets).as_py(), pc.max(offsets).as_py(),
+                                   _ms(stamps["min"]), _ms(stamps["max"]), ids))
+            blobs[key] = data
+        entry = Entry(seq, ledger.epoch, "commit", buffer.start, buffer.end, files,
+                      records=sum(f.rows for f in files), dead_lettered=buffer.dead_lettered,
+                      committed_at=0.0, writer=writer_id())
+        return Pending(entry, blobs, reason)
+
+    def _complete(self, owned: Owned) -> bool:
+        pending, ledger, buffer = owned.pending, owned.ledger, owned.buffer
+        try:
+            if not pending.intent_written:
+                ledger.write_intent(list(pending.blobs))
+                pending.intent_written = True
+            if not pending.uploaded:
+                started = time.monotonic()
+                list(self._pool.map(lambda kv: self.store.put(kv[0], kv[1]), pending.blobs.items()))
+                self.stats.upload_seconds.append(time.monotonic() - started)
+                pending.uploaded = True
+            self._flush_dead_letters()
+            entry = pending.entry
+            ledger.commit(Entry(**{**entry.__dict__, "committed_at": time.time()}))
+        except TransientError as e:
+            logger.warning("commit of %s[%d] seq %d delayed: %s", buffer.topic, buffer.partition,
+                           pending.entry.seq, e)
+            return False
+        except TerminalError:
+            self._abandon(owned)
+            raise
+        self._committed(owned, pending)
+        return True
+
+    def _committed(self, owned: Owned, pending: Pending) -> None:
+        buffer, entry = owned.buffer, pending.entry
+        self.stats.files += len(entry.files)
+        self.stats.commits += 1
+        self.stats.records_out += entry.records
+        self.stats.bytes_out += sum(f.bytes for f in entry.files)
+        self.stats.rotations[pending.reason.value] = self.stats.rotations.get(pending.reason.value, 0) + 1
+        logger.info("committed %s[%d] offsets %d..%d: %d records in %d file(s), %d bytes, %d dead-lettered "
+                    "(seq %d, epoch %d, %s)", buffer.topic, buffer.partition, entry.start, entry.end - 1,
+                    entry.records, len(entry.files), sum(f.bytes for f in entry.files), entry.dead_lettered,
+                    entry.seq, entry.epoch, pending.reason.value)
+        owned.pending = None
+        buffer.reset()
+        try:
+            self._commit_offset(buffer.topic, buffer.partition, entry.end)
+        except Exception as e:  # best effort: the ledger, not Kafka, decides where to resume
+            logger.warning("Kafka offset commit for %s[%d] failed: %s", buffer.topic, buffer.partition, e)
+
+    def _abandon(self, owned: Owned) -> None:
+        """Fenced or failed for good: delete what this writer uploaded and forget the partition."""
+        for key in (owned.pending.blobs if owned.pending else ()):
+            try:
+                self.store.delete(key)
+            except (TransientError, TerminalError):
+                pass
+        self.owned.pop((owned.buffer.topic, owned.buffer.partition), None)
+
+
+def _ms(value: pa.Scalar) -> int | None:
+    return None if not value.is_valid else value.cast(pa.int64()).as_py()
+
+
+def _schema_segments(messages: Sequence) -> list[Sequence]:
+    """Split at writer-schema changes (tombstones join any segment), so a change can rotate."""
+    segments, begin, current = [], 0, None
+    for i, m in enumerate(messages):
+        value = m.value()
+        if value is None or len(value) < 5:
+            continue
+        sid = value[1:5]
+        if current is not None and sid != current:
+            segments.append(messages[begin:i])
+            begin = i
+        current = sid
+    segments.append(messages[begin:])
+    return [s for s in segments if len(s)]
+
+
+def _in_offset_order(tables: list[pa.Table]) -> pa.Table:
+    table = pa.concat_tables(tables, promote_options="default")
+    return table.take(pc.sort_indices(table["_kafka_offset"]))

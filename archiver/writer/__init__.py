@@ -1,0 +1,1 @@
+"""Per-partition buffers, the rotation policy and Parquet encoding. Pure: no I/O."""
