@@ -75,10 +75,6 @@ def demo(bootstrap_servers, schema_registry_url, topic, count, partitions):
     click.echo(f"        {sample['value']}")
 
 
-def main() -> None:
-    cli(prog_name="archiver")
-
-
 def _run_options(fn):
     options = [
         click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="ARCHIVER_CONFIG",
@@ -142,3 +138,7 @@ def _configure_logging(fmt: str) -> None:
 
         for handler in root.handlers:
             handler.setFormatter(JsonFormatter())
+
+
+def main() -> None:
+    cli(prog_name="archiver")

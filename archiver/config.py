@@ -129,8 +129,9 @@ class TopicSettings:
     """Rotate when one output file reaches this many records."""
     max_bytes: int = 128 * 1024 * 1024
     """Rotate when a partition buffers this many (Arrow) bytes."""
-    time_window_s: float = 3600.0
-    """Rotate when buffered record timestamps span this many seconds."""
+    time_window_s: float = 0.0
+    """Rotate when buffered record timestamps span this many seconds (0: never; files are bounded by
+    their time partition anyway)."""
     interval_s: float = 60.0
     """Rotate this many wall-clock seconds after the first buffered record (idle partitions flush)."""
     compression: str = "zstd"
@@ -150,7 +151,9 @@ class TopicSettings:
             raise ConfigError(f"{where}.key_field and {where}.key_field_values are required when key_partitioning = field")
         if self.value_format == "raw" and not self.value_schema_file:
             raise ConfigError(f"{where}.value_schema_file is required when value_format = raw")
-        for name in ("max_records", "max_bytes", "time_window_s", "interval_s"):
+        if self.time_window_s < 0:
+            raise ConfigError(f"{where}.time_window_s: must not be negative, got {self.time_window_s}")
+        for name in ("max_records", "max_bytes", "interval_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{where}.{name}: must be positive, got {getattr(self, name)}")
         return self

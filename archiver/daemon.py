@@ -22,6 +22,7 @@ from archiver.codec.values import ValueDecoder
 from archiver.config import RunSettings
 from archiver.errors import TerminalError, TransientError
 from archiver.ledger import FencedError
+from archiver.metrics import Heartbeat
 from archiver.sink import Sink
 from archiver.source import kafka as source_kafka
 from archiver.store import open_store
@@ -62,6 +63,7 @@ class Daemon:
         self._paused: dict[tuple[str, int], tuple[float, float]] = {}  # partition -> (retry at, backoff)
         self._ends: dict[tuple[str, int], int] = {}  # --once: end offsets seen at start
         self.rebalances = 0
+        self.heartbeat = Heartbeat()
         self.consumer = Consumer(settings.kafka.client_config() | {
             "group.id": settings.group_id,
             "partition.assignment.strategy": "cooperative-sticky",
@@ -147,13 +149,42 @@ class Daemon:
 
     # --- the loop ------------------------------------------------------------------------------
 
+    def paused_partitions(self) -> list[tuple[str, int]]:
+        return list(self._paused)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """High watermark (as last fetched) minus the archived-and-buffered position, per partition."""
+        out = {}
+        for (topic, partition), owned in list(self.sink.owned.items()):
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            position = owned.buffer.end
+            if high >= 0 and position is not None:
+                out[(topic, partition)] = max(0, high - position)
+        return out
+
+    def _serve_metrics(self):
+        if not self.settings.metrics_address:
+            return None
+        from archiver.metrics import serve
+
+        try:
+            return serve(self.settings.metrics_address, self, self.heartbeat.healthy,
+                         lambda: self.heartbeat.healthy() and self.rebalances > 0 and not self._paused)
+        except OSError as e:
+            raise TerminalError(f"run.metrics_address {self.settings.metrics_address}: {e.strerror}") from None
+
     def run(self) -> Summary:
         started = time.monotonic()
         self._install_signals()
+        server = self._serve_metrics()
         self._subscribe()
         last_tick = time.monotonic()
         try:
             while not self._stop:
+                self.heartbeat.beat()
                 messages = self.consumer.consume(POLL_BATCH, timeout=0.5)
                 self._dispatch(messages)
                 if time.monotonic() - last_tick >= TICK_S or not messages:
@@ -164,6 +195,8 @@ class Daemon:
             self._flush_all(Rotation.END)
         finally:
             self._close()
+            if server is not None:
+                server.shutdown()
         s = self.sink.stats
         return Summary(s.records_in, s.records_out, s.dead_lettered, s.files, s.commits, s.bytes_in,
                        s.bytes_out, time.monotonic() - started, dict(s.rotations))

@@ -23,6 +23,7 @@ from archiver.codec.values import Run, ValueDecoder
 from archiver.config import TopicSettings
 from archiver.errors import TerminalError, TransientError
 from archiver.layout import Granularity
+from archiver.metrics import Histogram
 from archiver.ledger import Entry, FileEntry, PartitionLedger, writer_id
 from archiver.store import ObjectStore
 from archiver.writer import parquet
@@ -65,7 +66,7 @@ class Stats:
     dead_lettered: int = 0
     duplicates_skipped: int = 0
     rotations: dict[str, int] = field(default_factory=dict)
-    upload_seconds: list[float] = field(default_factory=list)
+    upload_latency: Histogram = field(default_factory=Histogram)
 
 
 class Sink:
@@ -179,8 +180,9 @@ class Sink:
             meta = meta.append_column("_key", pc.cast(meta["_kafka_key"], pa.string(), safe=False))
         if run.table is None:
             return meta
-        return pa.Table.from_arrays(run.table.columns + meta.columns,
-                                    schema=pa.schema(list(run.table.schema) + list(meta.schema)))
+        values = run.table.cast(_all_nullable(run.table.schema))  # tombstone rows null whole structs
+        return pa.Table.from_arrays(values.columns + meta.columns,
+                                    schema=pa.schema(list(values.schema) + list(meta.schema)))
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -299,7 +301,7 @@ class Sink:
             if not pending.uploaded:
                 started = time.monotonic()
                 list(self._pool.map(lambda kv: self.store.put(kv[0], kv[1]), pending.blobs.items()))
-                self.stats.upload_seconds.append(time.monotonic() - started)
+                self.stats.upload_latency.observe(time.monotonic() - started)
                 pending.uploaded = True
             self._flush_dead_letters()
             entry = pending.entry
@@ -340,6 +342,21 @@ class Sink:
             except (TransientError, TerminalError):
                 pass
         self.owned.pop((owned.buffer.topic, owned.buffer.partition), None)
+
+
+def _all_nullable(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([_nullable(f) for f in schema], metadata=schema.metadata)
+
+
+def _nullable(f: pa.Field) -> pa.Field:
+    t = f.type
+    if pa.types.is_struct(t):
+        t = pa.struct([_nullable(t.field(i)) for i in range(t.num_fields)])
+    elif pa.types.is_list(t):
+        t = pa.list_(_nullable(t.value_field))
+    elif pa.types.is_map(t):
+        t = pa.map_(t.key_field, _nullable(t.item_field))
+    return f.with_type(t).with_nullable(True)
 
 
 def _ms(value: pa.Scalar) -> int | None:

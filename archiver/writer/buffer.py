@@ -35,8 +35,8 @@ class RotationPolicy:
     """Records in any one output file."""
     max_bytes: int = 128 * 1024 * 1024
     """Arrow bytes buffered for the partition."""
-    time_window_ms: int = 3_600_000
-    """Spread of record timestamps buffered for the partition."""
+    time_window_ms: int = 0
+    """Spread of record timestamps buffered for the partition (0: no limit)."""
     interval_s: float = 60.0
     """Wall-clock seconds since the first buffered record, so idle partitions still flush."""
 
@@ -89,7 +89,7 @@ class PartitionBuffer:
             return Rotation.RECORDS
         if self.nbytes >= policy.max_bytes:
             return Rotation.BYTES
-        if self.min_ts is not None and self.max_ts - self.min_ts >= policy.time_window_ms:
+        if policy.time_window_ms and self.min_ts is not None and self.max_ts - self.min_ts >= policy.time_window_ms:
             return Rotation.TIME_WINDOW
         if self.opened_at is not None and now - self.opened_at >= policy.interval_s:
             return Rotation.INTERVAL

@@ -1,0 +1,126 @@
+"""Prometheus /metrics, /healthz and /readyz for `archiver run`.
+
+Metrics are read from the daemon's counters at scrape time (a custom collector), so the hot
+path only increments plain integers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+UPLOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Histogram:
+    """Bucket counts for a latency, cheap to observe from the hot path."""
+
+    def __init__(self, bounds: tuple[float, ...] = UPLOAD_BUCKETS):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        else:
+            self.counts[-1] += 1
+        self.sum += value
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        cumulative, buckets = 0, []
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=self.sum)
+
+
+class DaemonCollector:
+    """Turns the daemon's counters into metric families."""
+
+    def __init__(self, daemon):
+        self.daemon = daemon
+
+    def collect(self):
+        d = self.daemon
+        s = d.sink.stats
+        for name, doc, value in [
+            ("archiver_records_in", "Records consumed from Kafka", s.records_in),
+            ("archiver_bytes_in", "Value bytes consumed from Kafka", s.bytes_in),
+            ("archiver_records_out", "Records committed to the archive", s.records_out),
+            ("archiver_bytes_out", "Parquet bytes committed to the archive", s.bytes_out),
+            ("archiver_files", "Parquet files committed", s.files),
+            ("archiver_commits", "Ledger commits", s.commits),
+            ("archiver_dead_lettered", "Records sent to the dead-letter topic", s.dead_lettered),
+            ("archiver_rebalances", "Partition assignment changes", d.rebalances),
+        ]:
+            yield CounterMetricFamily(name, doc, value=value)
+        rotations = CounterMetricFamily("archiver_rotations", "Buffer rotations by reason", labels=["reason"])
+        for reason, count in sorted(s.rotations.items()):
+            rotations.add_metric([reason], count)
+        yield rotations
+        yield s.upload_latency.family("archiver_upload_seconds", "Time to upload one commit's files")
+        yield GaugeMetricFamily("archiver_buffered_bytes", "Bytes buffered in memory", value=d.sink.buffered_bytes())
+        yield GaugeMetricFamily("archiver_paused_partitions", "Partitions paused while the store fails",
+                                value=len(d.paused_partitions()))
+        lag = GaugeMetricFamily("archiver_consumer_lag", "High watermark minus archived position",
+                                labels=["topic", "partition"])
+        for (topic, partition), value in d.lag().items():
+            lag.add_metric([topic, str(partition)], value)
+        yield lag
+
+
+def serve(address: str, daemon, healthy: Callable[[], bool], ready: Callable[[], bool]) -> ThreadingHTTPServer:
+    """Serve the endpoints on `address` ("host:port") in a background thread."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DaemonCollector(daemon))
+    host, _, port = address.rpartition(":")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            if self.path == "/metrics":
+                self._reply(200, generate_latest(registry), "text/plain; version=0.0.4")
+            elif self.path == "/healthz":
+                ok = healthy()
+                self._reply(200 if ok else 503, b"ok\n" if ok else b"stalled\n")
+            elif self.path == "/readyz":
+                ok = ready()
+                self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+            else:
+                self._reply(404, b"not found\n")
+
+        def _reply(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # scrapes are not worth a log line
+            pass
+
+    server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+class Heartbeat:
+    """The main loop beats; /healthz fails when it has not for `stale_after` seconds."""
+
+    def __init__(self, stale_after: float = 120.0):
+        self.stale_after = stale_after
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def healthy(self) -> bool:
+        return time.monotonic() - self.last < self.stale_after

@@ -1,0 +1,72 @@
+import pytest
+
+from archiver import layout
+from archiver.errors import NotFound
+from archiver.ledger import Entry, FencedError, FileEntry, PartitionLedger
+from archiver.store import open_store
+
+
+@pytest.fixture
+def store(tmp_path):
+    return open_store(f"file://{tmp_path}")
+
+
+def commit_entry(ledger: PartitionLedger, start: int, end: int, keys=()) -> Entry:
+    files = [FileEntry(k, 1, 1, "0" * 64, start, end - 1, None, None, [1]) for k in keys]
+    return Entry(ledger.head.seq + 1, ledger.epoch, "commit", start, end, files, records=len(files))
+
+
+def test_first_claim_starts_an_unknown_position(store):
+    ledger = PartitionLedger(store, "t", 0)
+    claim = ledger.claim()
+    assert (claim.seq, claim.epoch, claim.kind, claim.start) == (1, 1, "claim", None)
+    assert ledger.next_offset() is None
+
+
+def test_a_new_owner_resumes_at_the_end_of_the_last_commit(store):
+    first = PartitionLedger(store, "t", 0)
+    first.claim()
+    first.commit(commit_entry(first, 0, 100))
+    second = PartitionLedger(store, "t", 0)
+    claim = second.claim()
+    assert (claim.seq, claim.epoch, claim.start) == (3, 2, 100)
+    assert second.next_offset() == 100
+
+
+def test_a_zombie_cannot_commit_after_a_new_claim(store):
+    zombie = PartitionLedger(store, "t", 0)
+    zombie.claim()
+    zombie.commit(commit_entry(zombie, 0, 10))
+    owner = PartitionLedger(store, "t", 0)
+    owner.claim()
+    with pytest.raises(FencedError, match="lost the partition"):
+        zombie.commit(commit_entry(zombie, 10, 20))
+    owner.commit(commit_entry(owner, 10, 20))
+    commits = [e for e in owner.entries() if e.kind == "commit"]
+    assert [(e.start, e.end, e.epoch) for e in commits] == [(0, 10, 1), (10, 20, 2)]
+
+
+def test_retrying_a_commit_whose_response_was_lost_succeeds(store):
+    ledger = PartitionLedger(store, "t", 0)
+    ledger.claim()
+    entry = commit_entry(ledger, 0, 5)
+    store.put(layout.ledger_key("t", 0, entry.seq), entry.to_json(), if_absent=True)  # the lost attempt
+    ledger.commit(entry)
+    assert ledger.head == entry
+
+
+def test_claim_deletes_uploads_of_an_uncommitted_flush_and_keeps_committed_ones(store):
+    crashed = PartitionLedger(store, "t", 0)
+    crashed.claim()
+    crashed.write_intent(["topic=t/dt=x/kept.parquet"])
+    store.put("topic=t/dt=x/kept.parquet", b"data")
+    crashed.commit(commit_entry(crashed, 0, 5, ["topic=t/dt=x/kept.parquet"]))
+    crashed.write_intent(["topic=t/dt=x/orphan.parquet"])
+    store.put("topic=t/dt=x/orphan.parquet", b"data")  # then kill -9 before the ledger put
+
+    PartitionLedger(store, "t", 0).claim()
+
+    assert store.get("topic=t/dt=x/kept.parquet") == b"data"
+    with pytest.raises(NotFound):
+        store.get("topic=t/dt=x/orphan.parquet")
+    assert list(store.list("_intents/")) == []
