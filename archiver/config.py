@@ -173,6 +173,12 @@ class RunSettings:
     """Regex of topics to archive instead of a list (ARCHIVER_TOPIC_PATTERN)."""
     group_id: str = "archiver"
     """Consumer group (ARCHIVER_GROUP_ID)."""
+    group_instance_id: str | None = None
+    """Static group membership id: a restarted daemon with the same id gets its partitions back at
+    once instead of after the session timeout (ARCHIVER_GROUP_INSTANCE_ID)."""
+    session_timeout_ms: int = 45_000
+    """How long the group waits for a silent member before reassigning its partitions
+    (ARCHIVER_SESSION_TIMEOUT_MS)."""
     max_buffer_bytes: int = 256 * 1024 * 1024
     """Cap on buffered bytes across all partitions; beyond it the largest buffer is flushed, and
     partitions are paused while the store cannot take it (ARCHIVER_MAX_BUFFER_BYTES)."""
@@ -211,6 +217,7 @@ class RunSettings:
 
 _RUN_ENV = {"archive_url": "ARCHIVER_ARCHIVE_URL", "topics": "ARCHIVER_TOPICS",
             "topic_pattern": "ARCHIVER_TOPIC_PATTERN", "group_id": "ARCHIVER_GROUP_ID",
+            "group_instance_id": "ARCHIVER_GROUP_INSTANCE_ID", "session_timeout_ms": "ARCHIVER_SESSION_TIMEOUT_MS",
             "max_buffer_bytes": "ARCHIVER_MAX_BUFFER_BYTES", "on_decode_error": "ARCHIVER_ON_DECODE_ERROR",
             "dlq_topic": "ARCHIVER_DLQ_TOPIC", "metrics_address": "ARCHIVER_METRICS_ADDRESS",
             "log_format": "ARCHIVER_LOG_FORMAT"}

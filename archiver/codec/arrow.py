@@ -1,32 +1,27 @@
 """Avro ↔ Arrow, the reference path: fastavro decodes each datum, Arrow builds the columns.
 
-The Avro → Arrow type mapping here is a contract (a native decoder is checked against it):
+The type mapping is a contract (the native decoder is checked against it):
 
-    null → null            boolean → bool       int → int32          long → int64
-    float → float32        double → float64     bytes → binary       string → string
-    record → struct        array → list         map → map<string, V> enum → string (the symbol)
-    fixed(n) → fixed_size_binary(n)
-    ["null", T] (either order) → T, nullable
-    ≥ 2 non-null branches → struct with one nullable field per non-null branch, named after the
-        branch ("long", "array", a named type's simple name); exactly one field is set per value
-    timestamp-millis/-micros → timestamp(ms/us, UTC)   local-timestamp-millis/-micros → timestamp(ms/us)
-    date → date32   time-millis → time32(ms)   time-micros → time64(us)
-    decimal (bytes or fixed) → decimal128(p, s), decimal256 when p > 38
-    uuid (string) → string   duration (fixed 12) → fixed_size_binary(12)   anything else → underlying type
+    null, boolean, int, long, float, double, bytes, string → null, bool, int32, int64, float32,
+        float64, binary, string; record → struct; array → list; map → map<string, V>;
+        enum → string (the symbol); fixed(n) → fixed_size_binary(n)
+    ["null", T] (either order) → T, nullable. Several non-null branches → a struct with one
+        nullable field per non-null branch, named "long", "array", "map" or a named type's
+        simple name; exactly one field is set per non-null value
+    timestamp-millis/-micros → timestamp(ms/us, UTC); local-timestamp-millis/-micros →
+        timestamp(ms/us); date → date32; time-millis → time32(ms); time-micros → time64(us);
+        decimal → decimal128(p, s) (decimal256 if p > 38); uuid, duration, others → underlying
 
-`encode_rows` is the exact inverse: a datum written by fastavro and decoded here is re-encoded to
-the same bytes, which replay relies on. To make that hold, fastavro reads and writes with a
-rewritten schema that has the same binary encoding but keeps what the Python values would lose:
+`encode_rows` is the exact inverse: a datum fastavro wrote is re-encoded to the same bytes (replay
+relies on it). For that, fastavro reads and writes with a rewritten schema of the same binary
+encoding that keeps what Python values would lose:
 
-* logical types are dropped, so timestamps, dates and times stay integers (no datetime rounding,
-  no year-9999 limit) and decimals stay two's-complement bytes;
-* enums are read as their int index, so a negative index (which Python list indexing would
-  accept) is caught;
-* each branch of a union with several non-null branches is wrapped in a one-field record. A
-  record adds nothing to the encoding, but fastavro reports which record it read and writes
-  the one named in a (name, value) tuple, so `int` vs `long`, `float` vs `double` or `string`
-  vs an enum come back on the branch they were written on;
-* every named type gets a generated dotted name, so namespaces cannot make references ambiguous.
+* no logical types: times stay integers (no datetime rounding or year-9999 limit), decimals bytes;
+* enums read as their int index, so a negative index (Python indexing would accept it) is caught;
+* each branch of a union of several non-null branches wrapped in a one-field record, which adds
+  nothing to the encoding, but fastavro tells which record it read and writes the one named in a
+  (name, value) tuple: `int` vs `long` or `string` vs an enum keep the branch they were written on;
+* named types renamed to generated dotted names, so namespaces cannot make references ambiguous.
 """
 
 from __future__ import annotations
@@ -41,6 +36,7 @@ from typing import Any
 
 import fastavro
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from archiver.codec.wire import HEADER_SIZE
 from archiver.errors import ConfigError, TerminalError
@@ -62,6 +58,7 @@ _TEMPORAL = {
 }
 _MAX_DECIMAL_PRECISION = 76  # decimal256
 _CACHE_LIMIT = 256
+_ARROW_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
 
 Converter = Callable[[Any], Any]
 
@@ -202,22 +199,24 @@ def _build(values: list, rows: list[int], struct: pa.StructType
     """
     try:
         return pa.array(values, type=struct), rows, []
-    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+    except _ARROW_ERRORS:
         pass
-    kept_values, kept_rows, bad = [], [], []
+    kept, bad = [], []
     for value, index in zip(values, rows):
         try:
             pa.array([value], type=struct)
-        except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+            kept.append((value, index))
+        except _ARROW_ERRORS as exc:
             bad.append((index, f"value out of range for its Arrow type: {_reason(exc)}"))
-        else:
-            kept_values.append(value)
-            kept_rows.append(index)
-    return pa.array(kept_values, type=struct), kept_rows, bad
+    return pa.array([value for value, _ in kept], type=struct), [index for _, index in kept], bad
 
 
 def _storage_rows(table: pa.Table | pa.RecordBatch, codec: _Codec) -> list[dict]:
     """The rows of `table` as dicts, with times and dates as integers (exact, no datetime)."""
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    if not codec.schema:  # a record without fields: its datum is empty, and so are the rows
+        return [{} for _ in range(table.num_rows)]
     missing = [name for name in codec.schema.names if name not in table.column_names]
     if missing:
         raise ConfigError(f"the table has no column for the Avro field(s) {', '.join(missing)}")
@@ -245,13 +244,16 @@ def _as_storage(array: pa.Array, storage: pa.DataType) -> pa.Array:
     if pa.types.is_struct(storage):
         children = [_as_storage(child, field.type) for child, field in zip(array.flatten(), storage)]
         return pa.StructArray.from_arrays(children, fields=list(storage), mask=mask)
-    if pa.types.is_map(storage):
-        keys, items = array.values.flatten()
-        return pa.MapArray.from_arrays(array.offsets, keys, _as_storage(items, storage.item_type),
+    if pa.types.is_map(storage) or pa.types.is_list(storage):
+        # from_arrays refuses a mask with offsets that do not start at 0, as in a slice.
+        start, end = array.offsets[0].as_py(), array.offsets[-1].as_py()
+        offsets, values = pc.subtract(array.offsets, start), array.values.slice(start, end - start)
+        if pa.types.is_list(storage):
+            return pa.ListArray.from_arrays(offsets, _as_storage(values, storage.value_type),
+                                            type=storage, mask=mask)
+        keys, items = values.flatten()
+        return pa.MapArray.from_arrays(offsets, keys, _as_storage(items, storage.item_type),
                                        type=storage, mask=mask)
-    if pa.types.is_list(storage):
-        return pa.ListArray.from_arrays(array.offsets, _as_storage(array.values, storage.value_type),
-                                        type=storage, mask=mask)
     return array.cast(storage)
 
 
@@ -274,27 +276,18 @@ _codecs: dict[str, _Codec] = {}
 
 def _codec(schema: Any) -> _Codec:
     """The compiled codec of `schema`, cached by its JSON text (callers pass the same few schemas)."""
-    if isinstance(schema, str):
-        schema = _loads(schema)
-    key = json.dumps(schema, sort_keys=True, default=repr)
-    codec = _codecs.get(key)
-    if codec is None:
+    key = schema if isinstance(schema, str) else json.dumps(schema, sort_keys=True, default=repr)
+    if key not in _codecs:
         if len(_codecs) >= _CACHE_LIMIT:
             _codecs.clear()
-        codec = _codecs[key] = _compile(schema)
-    return codec
-
-
-def _loads(text: str) -> Any:
-    """A schema given as text: JSON, or a bare type name such as `string`."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+        _codecs[key] = _compile(schema)
+    return _codecs[key]
 
 
 def _compile(schema: Any) -> _Codec:
     try:
+        if isinstance(schema, str) and schema.lstrip()[:1] in ("{", "[", '"'):
+            schema = json.loads(schema)  # JSON text, as the registry returns it (else a name: "string")
         parsed = fastavro.parse_schema(schema)
     except Exception as exc:  # noqa: BLE001 - fastavro raises several types for a bad schema
         raise ConfigError(f"invalid Avro schema: {_reason(exc)}") from exc
@@ -356,10 +349,6 @@ class _Compiler:
         raise ConfigError(f"unsupported Avro type {json.dumps(kind)}")
 
     def _reference(self, name: str) -> _Node:
-        if name in self._done:
-            return self._done[name]
-        if name in self._open:
-            raise ConfigError(f"recursive Avro schema: {name} contains itself, which Arrow columns cannot")
         if name not in self._named:
             raise ConfigError(f"unknown Avro type {name!r}")
         return self._named_type(self._named[name])
@@ -449,18 +438,18 @@ def _array(item: _Node) -> _Node:
 
 
 def _map(value: _Node) -> _Node:
+    """pa.array takes a dict for a map (in its order); to_pylist gives pairs, fastavro wants a dict."""
+    inner_in, inner_out = value.to_arrow, value.to_avro
+
     def to_arrow(mapping: dict) -> list:
-        return [(k, None if v is None else value.to_arrow(v)) for k, v in mapping.items()]
+        return [(k, None if v is None else inner_in(v)) for k, v in mapping.items()]
 
-    def to_avro(pairs: list) -> dict:  # to_pylist gives (key, value) pairs; fastavro wants a dict
-        if value.to_avro is None:
-            return dict(pairs)
-        return {k: None if v is None else value.to_avro(v) for k, v in pairs}
+    def to_avro(pairs: list) -> dict:
+        return {k: None if v is None else inner_out(v) for k, v in pairs}
 
-    # pa.array takes a dict for a map (keeping its order), so plain values need no conversion.
     return _Node(pa.map_(pa.string(), value.field("value")), pa.map_(pa.string(), value.field("value", True)),
                  {"type": "map", "values": value.avro},
-                 to_arrow=None if value.to_arrow is None else to_arrow, to_avro=to_avro)
+                 to_arrow=to_arrow if inner_in else None, to_avro=to_avro if inner_out else dict)
 
 
 def _enum(symbols: list[str]) -> _Node:

@@ -103,3 +103,115 @@ def test_run_once_archives_every_record_of_several_topics(services, kafka, regis
 
     again = run_archiver(archive_env, "--once", "--topics", ",".join(topics))
     assert "archived 0 records" in again.stdout  # resumes at the ledger's end: nothing twice
+
+
+def write_config(tmp_path, **defaults) -> str:
+    lines = ["[defaults]"] + [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in defaults.items()]
+    path = tmp_path / "archiver.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_kill_9_at_random_moments_loses_and_duplicates_nothing(services, kafka, registry, archive_env, unique,
+                                                              tmp_path):
+    import random
+    import signal
+    import time
+
+    rng = random.Random(os.environ.get("ARCHIVER_CRASH_SEED", "42"))
+    trials = int(os.environ.get("ARCHIVER_CRASH_TRIALS", "8"))
+    config = write_config(tmp_path, max_records=700, interval_s=0.5)
+    env = archive_env | {"ARCHIVER_CONFIG": config, "ARCHIVER_GROUP_INSTANCE_ID": "crash-test"}
+    for trial in range(trials):
+        demo.produce(kafka, registry, unique, 4000, partitions=3, start_ms=START_MS + trial * 4000,
+                     span_ms=4000)
+        proc = subprocess.Popen([ARCHIVER, "run", "--topics", unique], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.0, 4.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    run_archiver(env, "--once", "--topics", unique)
+
+    archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
+    assert_exactly_once(archive, unique, source_offsets(kafka, unique))
+    committed = {f.key for f in archive.files(unique)}
+    stored = set(archive.store.list(f"topic={unique}/"))
+    assert stored == committed, f"uncommitted objects left behind: {sorted(stored - committed)[:5]}"
+    epochs = {e.epoch for p in archive.partitions(unique) for e in archive.entries(unique, p)}
+    assert len(epochs) >= trials  # every restart fenced the previous owner
+
+
+def test_poison_pills_go_to_the_dead_letter_topic_with_their_bytes(services, kafka, registry, archive_env, unique):
+    demo.produce(kafka, registry, unique, 20, partitions=1, start_ms=START_MS, span_ms=1000)
+    producer = source_kafka.producer(kafka)
+    poison = [b"\x01not-avro", b"\x00\x00\x0f\x42\x40" + b"\x02", b"\x00" + (1).to_bytes(4, "big") + b"\x02"]
+    schema_id = registry.register(f"{unique}-value", demo.SCHEMA)
+    poison[2] = b"\x00" + schema_id.to_bytes(4, "big") + b"\x48"  # truncated datum
+    for i, value in enumerate(poison):
+        producer.produce(unique, value, f"bad-{i}".encode(), headers=[("origin", b"test")], timestamp=START_MS)
+    source_kafka.flush(producer)
+    demo.produce(kafka, registry, unique, 20, partitions=1, start_ms=START_MS + 2000, span_ms=1000)
+    dlq = f"{unique}-dlq"
+    source_kafka.ensure_topic(kafka, dlq, 1)
+
+    result = run_archiver(archive_env | {"ARCHIVER_DLQ_TOPIC": dlq}, "--once", "--topics", unique)
+    assert "archived 40 records (3 dead-lettered) from 43 consumed" in result.stdout
+
+    dead = list(source_kafka.read_to_end(kafka, dlq))
+    assert [m.value() for m in dead] == poison
+    assert [m.key() for m in dead] == [b"bad-0", b"bad-1", b"bad-2"]
+    headers = [dict(m.headers()) for m in dead]
+    assert all(h["origin"] == b"test" and h["archiver.topic"] == unique.encode() for h in headers)
+    assert [int(h["archiver.offset"]) for h in headers] == [20, 21, 22]
+    assert b"magic byte" in headers[0]["archiver.error"]
+    assert b"unknown schema id 1000000" in headers[1]["archiver.error"]
+    assert b"truncated" in headers[2]["archiver.error"]
+    archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
+    assert_exactly_once(archive, unique, {0: set(range(43)) - {20, 21, 22}})
+    (entry,) = [e for e in archive.entries(unique, 0) if e.kind == "commit"]
+    assert (entry.start, entry.end, entry.dead_lettered) == (0, 43, 3)
+
+
+def test_on_decode_error_fail_stops_with_one_line_and_commits_nothing_past_it(services, kafka, registry,
+                                                                            archive_env, unique):
+    demo.produce(kafka, registry, unique, 5, partitions=1, start_ms=START_MS, span_ms=1000)
+    producer = source_kafka.producer(kafka)
+    producer.produce(unique, b"\x07garbage", b"k", timestamp=START_MS)
+    source_kafka.flush(producer)
+    result = run_archiver(archive_env | {"ARCHIVER_ON_DECODE_ERROR": "fail"}, "--once", "--topics", unique,
+                          check=False)
+    assert result.returncode == 1
+    assert f"archiver: error: undecodable record at {unique}[0] offset 5: unknown magic byte 0x07" in result.stderr
+    archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
+    archived = archive.read_topic(unique)
+    assert set(archived["_kafka_offset"].to_pylist() if archived.num_rows else []) <= set(range(5))
+    assert all(e.end <= 5 for e in archive.entries(unique, 0) if e.kind == "commit")
+
+
+def test_schema_evolution_v1_then_v2_with_an_added_field(services, kafka, registry, archive_env, unique):
+    demo.produce(kafka, registry, unique, 100, partitions=2, start_ms=START_MS, span_ms=1000)
+    v2 = dict(demo.SCHEMA, fields=demo.SCHEMA["fields"] + [
+        {"name": "experiment", "type": ["null", "string"], "default": None}])
+    v2_id = registry.register(f"{unique}-value", v2)
+    import io
+
+    import fastavro
+
+    parsed = fastavro.parse_schema(v2)
+    producer = source_kafka.producer(kafka)
+    for e in demo.events(100, START_MS + 2000, 1000, seed=8):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, dict(e.value, experiment="exp-b"))
+        producer.produce(unique, b"\x00" + v2_id.to_bytes(4, "big") + buf.getvalue(), e.key, timestamp=e.timestamp_ms)
+    source_kafka.flush(producer)
+
+    run_archiver(archive_env, "--once", "--topics", unique)
+
+    archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
+    assert_exactly_once(archive, unique, source_offsets(kafka, unique))
+    table = archive.read_topic(unique)
+    by_schema = collections.Counter(zip(table["_schema_id"].to_pylist(), table["experiment"].to_pylist()))
+    v1_id = registry.register(f"{unique}-value", demo.SCHEMA)
+    assert by_schema == {(v1_id, None): 100, (v2_id, "exp-b"): 100}
+    assert all(len(f.schema_ids) == 1 for f in archive.files(unique))  # a schema change rotates files

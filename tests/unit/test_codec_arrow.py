@@ -8,7 +8,7 @@ from decimal import Context, Decimal
 import fastavro
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from archiver.codec.arrow import arrow_schema, decode_batch, encode_rows
@@ -65,7 +65,7 @@ class SchemaGen:
     def record(self, depth: int) -> dict:
         schema = {"type": "record", "name": self.new_name("R"), "fields": []}
         self.named[schema["name"]] = schema
-        for i in range(self.draw(st.integers(1, 4))):
+        for i in range(self.draw(st.integers(0 if depth else 1, 4))):
             schema["fields"].append({"name": f"f{i}", "type": self.any(depth + 1)})
         self.finished.append(schema["name"])
         return schema
@@ -235,11 +235,25 @@ def schemas_with_datums(draw):
 # --- properties ------------------------------------------------------------------------------
 
 
+def faithfully_written(schema, value) -> bytes | None:
+    """fastavro's encoding of `value`, or None if it cannot tell which union branch the value is for.
+
+    fastavro picks the first union branch a value fits (b"" fits an array, "" a date it then fails
+    to parse), so some generated datums are not what it writes; those cases are not the codec's.
+    """
+    try:
+        data = avro(schema, value)
+    except ValueError:
+        return None
+    return data if same(read(schema, data), value) else None
+
+
 @settings(max_examples=200, deadline=None)
 @given(schemas_with_datums())
 def test_decode_then_encode_gives_back_the_exact_datums(case):
     schema, values = case
-    originals = [avro(schema, value) for value in values]
+    originals = [faithfully_written(schema, value) for value in values]
+    assume(None not in originals)
     batch = decode_batch([HEADER + data for data in originals], schema)
     assert batch.errors == []
     assert batch.rows == list(range(len(values)))
@@ -251,12 +265,17 @@ def test_decode_then_encode_gives_back_the_exact_datums(case):
 
 
 @settings(max_examples=100, deadline=None)
-@given(schemas_with_datums())
-def test_a_record_batch_encodes_like_its_table(case):
+@given(schemas_with_datums(), st.data())
+def test_slices_chunks_and_record_batches_encode_like_the_whole_table(case, data):
     schema, values = case
-    table = decode_batch([HEADER + avro(schema, v) for v in values], schema).table
-    for batch in table.to_batches():
-        assert encode_rows(batch, schema) == encode_rows(pa.Table.from_batches([batch]), schema)
+    originals = [faithfully_written(schema, value) for value in values]
+    assume(None not in originals)
+    table = decode_batch([HEADER + o for o in originals], schema).table
+    cut = data.draw(st.integers(0, table.num_rows))
+    chunked = pa.concat_tables([table.slice(0, cut), table.slice(cut)])
+    assert encode_rows(chunked, schema) == originals
+    assert encode_rows(table.slice(cut), schema) == originals[cut:]
+    assert encode_rows(table.to_batches()[0].slice(cut), schema) == originals[cut:]
 
 
 # --- the type mapping ------------------------------------------------------------------------
@@ -341,6 +360,31 @@ def test_named_types_with_the_same_simple_name_are_told_apart_by_full_name():
     a, b = record(("x", "int"), name="a.Item"), record(("y", "string"), name="b.Item")
     schema = record(("u", [a, b, "string"]))
     assert arrow_schema(schema).field("u").type.names == ["a.Item", "b.Item", "string"]
+
+
+def test_times_beyond_what_datetime_holds_keep_their_integers():
+    schema = record(("ts", {"type": "long", "logicalType": "timestamp-micros"}),
+                    ("lts", {"type": "long", "logicalType": "local-timestamp-millis"}),
+                    ("d", {"type": "int", "logicalType": "date"}), ("t", {"type": "int", "logicalType": "time-millis"}))
+    raw = record(("ts", "long"), ("lts", "long"), ("d", "int"), ("t", "int"))
+    datums = [avro(raw, {"ts": -(2**63), "lts": 2**63 - 1, "d": 2**31 - 1, "t": -1}),
+              avro(raw, {"ts": 2**62, "lts": -(2**62), "d": -(2**31), "t": 86_400_000})]
+    batch = decode_batch([HEADER + d for d in datums], schema)
+    assert batch.errors == []
+    assert batch.table.column("ts").cast(pa.int64()).to_pylist() == [-(2**63), 2**62]
+    assert encode_rows(batch.table, schema) == datums
+
+
+def test_a_named_type_used_again_by_name_maps_the_same():
+    money = {"type": "fixed", "name": "Money", "size": 4, "logicalType": "decimal", "precision": 9, "scale": 2}
+    color = {"type": "enum", "name": "Color", "symbols": ["RED", "BLUE"]}
+    schema = record(("a", money), ("b", color), ("c", {"type": "array", "items": "Money"}), ("d", ["null", "Color"]))
+    assert arrow_schema(schema).field("c").type.value_type == pa.decimal128(9, 2)
+    assert arrow_schema(schema).field("d").type == pa.string()
+    datum = avro(schema, {"a": Decimal("1.50"), "b": "BLUE", "c": [Decimal("-0.01")], "d": "RED"})
+    batch = decode_batch([HEADER + datum], schema)
+    assert batch.table.to_pylist() == [{"a": Decimal("1.50"), "b": "BLUE", "c": [Decimal("-0.01")], "d": "RED"}]
+    assert encode_rows(batch.table, schema) == [datum]
 
 
 def test_negative_decimals_take_the_width_fastavro_writes():
