@@ -182,6 +182,9 @@ class RunSettings:
     max_buffer_bytes: int = 256 * 1024 * 1024
     """Cap on buffered bytes across all partitions; beyond it the largest buffer is flushed, and
     partitions are paused while the store cannot take it (ARCHIVER_MAX_BUFFER_BYTES)."""
+    shutdown_timeout_s: float = 30.0
+    """On SIGTERM/SIGINT or the end of --once, how long to keep retrying the final commits
+    (ARCHIVER_SHUTDOWN_TIMEOUT_S)."""
     on_decode_error: str = "dlq"
     """dlq (send undecodable records to dlq_topic) or fail (stop with the reason) (ARCHIVER_ON_DECODE_ERROR)."""
     dlq_topic: str = "archiver.dlq"
@@ -218,7 +221,7 @@ class RunSettings:
 _RUN_ENV = {"archive_url": "ARCHIVER_ARCHIVE_URL", "topics": "ARCHIVER_TOPICS",
             "topic_pattern": "ARCHIVER_TOPIC_PATTERN", "group_id": "ARCHIVER_GROUP_ID",
             "group_instance_id": "ARCHIVER_GROUP_INSTANCE_ID", "session_timeout_ms": "ARCHIVER_SESSION_TIMEOUT_MS",
-            "max_buffer_bytes": "ARCHIVER_MAX_BUFFER_BYTES", "on_decode_error": "ARCHIVER_ON_DECODE_ERROR",
+            "max_buffer_bytes": "ARCHIVER_MAX_BUFFER_BYTES", "shutdown_timeout_s": "ARCHIVER_SHUTDOWN_TIMEOUT_S", "on_decode_error": "ARCHIVER_ON_DECODE_ERROR",
             "dlq_topic": "ARCHIVER_DLQ_TOPIC", "metrics_address": "ARCHIVER_METRICS_ADDRESS",
             "log_format": "ARCHIVER_LOG_FORMAT"}
 

@@ -63,6 +63,7 @@ class Daemon:
         self._paused: dict[tuple[str, int], tuple[float, float]] = {}  # partition -> (retry at, backoff)
         self._ends: dict[tuple[str, int], int] = {}  # --once: end offsets seen at start
         self.rebalances = 0
+        self._highs: dict[tuple[str, int], int] = {}
         self.heartbeat = Heartbeat()
         self.consumer = Consumer(settings.kafka.client_config() | {
             "group.id": settings.group_id,
@@ -154,17 +155,28 @@ class Daemon:
         return list(self._paused)
 
     def lag(self) -> dict[tuple[str, int], int]:
-        """High watermark (as last fetched) minus the archived-and-buffered position, per partition."""
+        """High watermark (as last fetched) minus the archived-and-buffered position, per partition.
+
+        Read from the metrics thread: uses only what the main loop recorded (the consumer is not
+        called from other threads).
+        """
         out = {}
-        for (topic, partition), owned in list(self.sink.owned.items()):
+        for key, high in list(self._highs.items()):
+            owned = self.sink.owned.get(key)
+            if owned is not None and owned.buffer.end is not None:
+                out[key] = max(0, high - owned.buffer.end)
+        return out
+
+    def _record_highs(self) -> None:
+        highs = {}
+        for topic, partition in list(self.sink.owned):
             try:
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+                watermarks = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
             except KafkaException:
                 continue
-            position = owned.buffer.end
-            if high >= 0 and position is not None:
-                out[(topic, partition)] = max(0, high - position)
-        return out
+            if watermarks and watermarks[1] >= 0:
+                highs[(topic, partition)] = watermarks[1]
+        self._highs = highs
 
     def _serve_metrics(self):
         if not self.settings.metrics_address:
@@ -253,6 +265,7 @@ class Daemon:
         self.consumer.seek(TopicPartition(topic, partition, start if start is not None else OFFSET_BEGINNING))
 
     def _tick(self) -> None:
+        self._record_highs()
         now = time.monotonic()
         for (topic, partition), (retry_at, backoff) in list(self._paused.items()):
             if now < retry_at:
@@ -298,7 +311,7 @@ class Daemon:
         return True
 
     def _flush_all(self, reason: Rotation) -> None:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
         for topic, partition in list(self.sink.owned):
             while time.monotonic() < deadline:
                 try:
@@ -309,8 +322,9 @@ class Daemon:
                     break
                 time.sleep(1.0)
             else:
-                raise TransientError(f"could not commit {topic}[{partition}] before exiting; "
-                                     "it is re-read on the next start")
+                raise TransientError(f"could not commit {topic}[{partition}] within "
+                                     f"{self.settings.shutdown_timeout_s:.0f}s of stopping; its records are "
+                                     "archived by the next run")
 
     def _close(self) -> None:
         try:

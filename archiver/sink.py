@@ -290,6 +290,8 @@ class Sink:
         entry = Entry(seq, ledger.epoch, "commit", buffer.start, buffer.end, files,
                       records=sum(f.rows for f in files), dead_lettered=buffer.dead_lettered,
                       committed_at=0.0, writer=writer_id())
+        buffer.chunks.clear()  # the encoded files are all a retry needs: free the Arrow buffers now
+        buffer.nbytes = 0
         return Pending(entry, blobs, reason)
 
     def _complete(self, owned: Owned) -> bool:

@@ -119,7 +119,7 @@ def decode_batch(messages: Sequence[bytes | None], schema: Any, *, header_size: 
             errors.append((index, _reason(exc)))
         else:
             rows.append(index)
-    array, rows, bad = _build(values, rows, codec.struct)
+    array, rows, bad = _build(values, rows, pa.struct(codec.schema))
     table = pa.Table.from_struct_array(array)
     return DecodedBatch(table, rows, sorted(errors + bad))
 
@@ -164,7 +164,6 @@ class _Codec:
     """A compiled schema: the Arrow types and the fastavro schema and converters between them."""
 
     schema: pa.Schema
-    struct: pa.StructType  # the value columns as one struct
     storage: pa.Schema  # the value columns with times and dates as the integers Avro stores
     avro: Any  # the fastavro-parsed rewritten schema (see the module docstring)
     to_arrow: Converter | None
@@ -298,8 +297,7 @@ def _compile(schema: Any) -> _Codec:
     # A tombstone row has every value column null, so the top level is nullable whatever Avro says.
     fields = [field.with_nullable(True) for field in node.arrow]
     storage = pa.schema([field.with_nullable(True) for field in node.storage])
-    return _Codec(pa.schema(fields), pa.struct(fields), storage, fastavro.parse_schema(node.avro),
-                  node.to_arrow, node.to_avro)
+    return _Codec(pa.schema(fields), storage, fastavro.parse_schema(node.avro), node.to_arrow, node.to_avro)
 
 
 @dataclass(frozen=True)
@@ -409,19 +407,17 @@ class _Compiler:
 
 def _branch_names(branches: list) -> list[str]:
     """Struct field names for union branches: the type name, a named type's simple name if unique."""
-    full = [_branch_name(branch) for branch in branches]
+    def full_name(branch: Any) -> str:  # parsed schemas name named types in full
+        if isinstance(branch, str):
+            return branch
+        return branch["name"] if branch["type"] in ("record", "enum", "fixed") else full_name(branch["type"])
+
+    full = [full_name(branch) for branch in branches]
     simple = [name.rsplit(".", 1)[-1] for name in full]
     names = [s if simple.count(s) == 1 else f for s, f in zip(simple, full)]
     if len(set(names)) != len(names):
         raise ConfigError(f"Avro union has two branches of the same type: {', '.join(full)}")
     return names
-
-
-def _branch_name(branch: Any) -> str:
-    if isinstance(branch, str):
-        return branch
-    kind = branch["type"]
-    return branch["name"] if kind in ("record", "enum", "fixed") else _branch_name(kind)
 
 
 # --- nodes of each kind ----------------------------------------------------------------------
