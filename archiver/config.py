@@ -179,7 +179,7 @@ class RunSettings:
     session_timeout_ms: int = 45_000
     """How long the group waits for a silent member before reassigning its partitions
     (ARCHIVER_SESSION_TIMEOUT_MS)."""
-    max_buffer_bytes: int = 256 * 1024 * 1024
+    max_buffer_bytes: int = 64 * 1024 * 1024
     """Cap on buffered bytes across all partitions; beyond it the largest buffer is flushed, and
     partitions are paused while the store cannot take it (ARCHIVER_MAX_BUFFER_BYTES)."""
     shutdown_timeout_s: float = 30.0
@@ -193,6 +193,9 @@ class RunSettings:
     """host:port serving /metrics, /healthz and /readyz; empty disables (ARCHIVER_METRICS_ADDRESS)."""
     log_format: str = "text"
     """text or json (ARCHIVER_LOG_FORMAT)."""
+    decoder: str = "auto"
+    """auto (batch-native decoder where it supports the schema, fastavro otherwise) or reference
+    (always the per-record fastavro decoder) (ARCHIVER_DECODER)."""
     defaults: TopicSettings = TopicSettings()
     overrides: dict[str, TopicSettings] = field(default_factory=dict)
 
@@ -223,7 +226,7 @@ _RUN_ENV = {"archive_url": "ARCHIVER_ARCHIVE_URL", "topics": "ARCHIVER_TOPICS",
             "group_instance_id": "ARCHIVER_GROUP_INSTANCE_ID", "session_timeout_ms": "ARCHIVER_SESSION_TIMEOUT_MS",
             "max_buffer_bytes": "ARCHIVER_MAX_BUFFER_BYTES", "shutdown_timeout_s": "ARCHIVER_SHUTDOWN_TIMEOUT_S", "on_decode_error": "ARCHIVER_ON_DECODE_ERROR",
             "dlq_topic": "ARCHIVER_DLQ_TOPIC", "metrics_address": "ARCHIVER_METRICS_ADDRESS",
-            "log_format": "ARCHIVER_LOG_FORMAT"}
+            "log_format": "ARCHIVER_LOG_FORMAT", "decoder": "ARCHIVER_DECODER"}
 
 
 def load_run_settings(path: str | None, env: Mapping[str, str] = os.environ,
@@ -267,6 +270,7 @@ def load_run_settings(path: str | None, env: Mapping[str, str] = os.environ,
         raise ConfigError("run.topics is empty: name topics (--topics or ARCHIVER_TOPICS) or a run.topic_pattern")
     _choice("run.on_decode_error", run.get("on_decode_error", "dlq"), ("dlq", "fail"))
     _choice("run.log_format", run.get("log_format", "text"), ("text", "json"))
+    _choice("run.decoder", run.get("decoder", "auto"), ("auto", "reference"))
     if run.get("topic_pattern"):
         try:
             re.compile(run["topic_pattern"])

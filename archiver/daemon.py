@@ -72,9 +72,11 @@ class Daemon:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
-            "fetch.max.bytes": 52_428_800,
-            "max.partition.fetch.bytes": 8_388_608,
-            "queued.max.messages.kbytes": 65_536,
+            # Prefetch is memory too: keep it to a few MB so RSS stays bounded.
+            "fetch.max.bytes": 16_777_216,
+            "max.partition.fetch.bytes": 2_097_152,
+            "queued.max.messages.kbytes": 16_384,
+            "queued.min.messages": 20_000,
             "max.poll.interval.ms": 600_000,
             "session.timeout.ms": settings.session_timeout_ms,
         } | ({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}))
@@ -88,7 +90,8 @@ class Daemon:
         decoder = self._decoders.get(topic)
         if decoder is None:
             s = self.settings.for_topic(topic)
-            decoder = ValueDecoder(self.registry, s.value_schema_file if s.value_format == "raw" else None)
+            decoder = ValueDecoder(self.registry, s.value_schema_file if s.value_format == "raw" else None,
+                                   native_allowed=self.settings.decoder == "auto")
             self._decoders[topic] = decoder
         return decoder
 

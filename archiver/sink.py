@@ -51,7 +51,6 @@ class Owned:
     buffer: PartitionBuffer
     settings: TopicSettings
     pending: Pending | None = None
-    time_paths: dict[int, str] = field(default_factory=dict)
     key_paths: dict[bytes | None, str] = field(default_factory=dict)
 
 
@@ -139,8 +138,8 @@ class Sink:
 
     def _ingest_segment(self, owned: Owned, messages: Sequence) -> None:
         buffer = owned.buffer
-        values = [m.value() for m in messages]
-        decoded = self._decoder_for(buffer.topic).decode(values)
+        fields = _Fields.of(messages)
+        decoded = self._decoder_for(buffer.topic).decode(fields.values)
         schema_ids = {r.schema_id for r in decoded.runs if r.schema_id is not None}
         if schema_ids and buffer.schema_ids and not schema_ids <= set(buffer.schema_ids):
             self.flush(buffer.topic, buffer.partition, Rotation.SCHEMA_CHANGE)
@@ -148,20 +147,30 @@ class Sink:
                 return
         for position, reason in decoded.errors:
             self._reject(messages[position], reason)
-        tables = [self._with_metadata(owned, run, messages) for run in decoded.runs]
         now = self._clock()
-        buffer.advance(messages[0].offset(), messages[-1].offset(), now)
+        buffer.advance(fields.offsets[0], fields.offsets[-1], now)
         buffer.dead_lettered += len(decoded.errors)
         self.stats.records_in += len(messages)
-        self.stats.bytes_in += sum(len(v) for v in values if v is not None)
-        if tables:
-            table = tables[0] if len(tables) == 1 else _in_offset_order(tables)
-            timestamps = self._partition_times(owned, table)
-            buffer.add(table, self._directories(owned, table, timestamps), timestamps)
+        self.stats.bytes_in += sum(len(v) for v in fields.values if v is not None)
+        if decoded.runs:
+            table, rows = self._table(owned, decoded.runs, fields)
+            times = self._partition_times(owned, table, [fields.stamps[i] for i in rows] if rows else fields.stamps)
+            keys = [fields.keys[i] for i in rows] if rows else fields.keys
+            ids, names = self._route(owned, table, times, keys)
+            buffer.add(table, ids, names, times)
             decoder = self._decoder_for(buffer.topic)
             for schema_id in schema_ids:
                 buffer.schema_ids.setdefault(schema_id, decoder.schema_text(schema_id))
         self._maybe_rotate(owned, now)
+
+    def _table(self, owned: Owned, runs: list[Run], fields: _Fields) -> tuple[pa.Table, list[int] | None]:
+        """The runs' rows with their metadata, in offset order, and their positions (None: all)."""
+        n = len(fields.offsets)
+        if len(runs) == 1 and len(runs[0].rows) == n:
+            return self._with_metadata(owned, runs[0], fields, None), None
+        tables = [self._with_metadata(owned, run, fields, run.rows) for run in runs]
+        rows = sorted(i for run in runs for i in run.rows)
+        return (tables[0] if len(tables) == 1 else _in_offset_order(tables)), rows
 
     def _reject(self, message, reason: str) -> None:
         where = f"{message.topic()}[{message.partition()}] offset {message.offset()}"
@@ -171,11 +180,13 @@ class Sink:
         self.stats.dead_lettered += 1
         logger.warning("dead-lettered %s: %s", where, reason)
 
-    def _with_metadata(self, owned: Owned, run: Run, messages: Sequence) -> pa.Table:
-        picked = [messages[i] for i in run.rows]
-        meta = parquet.metadata_table(
-            owned.buffer.partition, [m.offset() for m in picked], [m.timestamp() for m in picked],
-            [m.key() for m in picked], [m.headers() for m in picked], [run.schema_id] * len(picked))
+    def _with_metadata(self, owned: Owned, run: Run, f: _Fields, rows: list[int] | None) -> pa.Table:
+        def pick(values):
+            return values if rows is None else [values[i] for i in rows]
+
+        keys = pick(f.keys)
+        meta = parquet.metadata_table(owned.buffer.partition, pick(f.offsets), pick(f.stamps), keys,
+                                      pick(f.headers), run.schema_id)
         if owned.settings.key_format == "string":
             meta = meta.append_column("_key", pc.cast(meta["_kafka_key"], pa.string(), safe=False))
         if run.table is None:
@@ -186,43 +197,52 @@ class Sink:
 
     # --- routing -------------------------------------------------------------------------------
 
-    def _partition_times(self, owned: Owned, table: pa.Table) -> list[int | None]:
-        times = pc.cast(table["_kafka_timestamp"], pa.int64())
+    def _partition_times(self, owned: Owned, table: pa.Table, stamps: list[tuple[int, int]]) -> list[int]:
+        """Per row, the epoch ms that picks its time partition (0 when there is none)."""
+        times = [ts if kind else 0 for kind, ts in stamps]
         field_name = owned.settings.time_field
         if field_name and field_name in table.column_names:
             column = table[field_name]
             if pa.types.is_timestamp(column.type):
                 column = pc.cast(pc.cast(column, pa.timestamp("ms", tz=column.type.tz)), pa.int64())
-            times = pc.coalesce(pc.cast(column, pa.int64()), times)
-        return times.to_pylist()
+            chosen = pc.cast(column, pa.int64()).to_pylist()
+            times = [c if c is not None else t for c, t in zip(chosen, times)]
+        return times
 
-    def _directories(self, owned: Owned, table: pa.Table, timestamps: list[int | None]) -> list[str]:
+    def _route(self, owned: Owned, table: pa.Table, times: list[int], keys: list) -> tuple[list[int], list[str]]:
+        """Per row, the index of its output partition in `names` (directories under topic=T/)."""
         s = owned.settings
         granularity = Granularity(s.time_granularity)
-        time_paths = owned.time_paths
-        times = []
-        for ts in timestamps:
-            bucket = layout.time_bucket(ts or 0, granularity)
-            path = time_paths.get(bucket)
-            if path is None:
-                path = time_paths[bucket] = layout.time_path(bucket, granularity)
-            times.append(path)
-        if s.key_partitioning == "none":
-            return times
+        step = granularity.millis
         if s.key_partitioning == "field":
             allowed = frozenset(s.key_field_values)
-            values = table[s.key_field].to_pylist() if s.key_field in table.column_names else [None] * len(times)
-            return [f"{t}/{layout.field_value_path(s.key_field, v, allowed)}" for t, v in zip(times, values)]
-        key_paths = owned.key_paths
-        out = []
-        for t, key in zip(times, table["_kafka_key"].to_pylist()):
-            path = key_paths.get(key)
-            if path is None:
-                path = layout.bucket_path(layout.key_bucket(key, s.key_buckets), s.key_buckets)
-                if len(key_paths) < 100_000:
-                    key_paths[key] = path
-            out.append(f"{t}/{path}")
-        return out
+            column = table[s.key_field].to_pylist() if s.key_field in table.column_names else [None] * len(times)
+            parts = [layout.field_value_path(s.key_field, v, allowed) for v in column]
+        elif s.key_partitioning == "hash":
+            parts = [self._key_path(owned, key) for key in keys]
+        else:
+            parts = [None] * len(times)
+        index: dict[tuple, int] = {}
+        names: list[str] = []
+        ids = []
+        for ts, part in zip(times, parts):
+            bucket = ts - ts % step
+            slot = index.get((bucket, part))
+            if slot is None:
+                slot = index[(bucket, part)] = len(names)
+                path = layout.time_path(bucket, granularity)
+                names.append(path if part is None else f"{path}/{part}")
+            ids.append(slot)
+        return ids, names
+
+    def _key_path(self, owned: Owned, key: bytes | None) -> str:
+        path = owned.key_paths.get(key)
+        if path is None:
+            buckets = owned.settings.key_buckets
+            path = layout.bucket_path(layout.key_bucket(key, buckets), buckets)
+            if len(owned.key_paths) < 100_000:  # bounded cache of recent keys
+                owned.key_paths[key] = path
+        return path
 
     # --- rotation and commit -----------------------------------------------------------------
 
@@ -359,6 +379,22 @@ def _nullable(f: pa.Field) -> pa.Field:
     elif pa.types.is_map(t):
         t = pa.map_(t.key_field, _nullable(t.item_field))
     return f.with_type(t).with_nullable(True)
+
+
+@dataclass
+class _Fields:
+    """The message fields a segment needs, read once into Python lists."""
+
+    offsets: list[int]
+    stamps: list[tuple[int, int]]
+    keys: list[bytes | None]
+    headers: list[list | None]
+    values: list[bytes | None]
+
+    @classmethod
+    def of(cls, messages: Sequence) -> _Fields:
+        return cls([m.offset() for m in messages], [m.timestamp() for m in messages],
+                   [m.key() for m in messages], [m.headers() for m in messages], [m.value() for m in messages])
 
 
 def _ms(value: pa.Scalar) -> int | None:

@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    messages = [demo.encode(e.value, SCHEMA_ID) for e in demo.events(args.count, 1_700_000_000_000, 3_600_000)]
+    events = demo.events(args.count, start_ms=1_700_000_000_000, span_ms=3_600_000)
+    messages = [demo.encode(event.value, SCHEMA_ID) for event in events]
     if not native.supports(demo.SCHEMA):
         raise SystemExit("the native decoder does not support the demo schema")
     fast = measure(native.decode_batch, messages, args.runs)

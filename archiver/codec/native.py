@@ -1,30 +1,33 @@
 """Avro → Arrow for a whole batch at once, with the arrow-avro reader that polars-avro wraps.
 
-The messages of a batch (all written with one writer schema) are framed as ONE in-memory Avro
-object-container block without slicing them: each record of the block is a message as it is
-(its wire-format header read as a leading `fixed` field, then the datum) followed by a random
-8-byte end marker we insert between messages. The native reader decodes the block in one call
-and the result is brought to exactly the Arrow types of `codec.arrow` (the reference), so the
-two paths are interchangeable.
+The messages of a batch (all written with one writer schema) become ONE in-memory Avro
+object-container block without being sliced: each record of the block is a random 8-byte marker
+(inserted by a `bytes.join`) and then a message as it is, its wire-format header read as a
+`fixed` field before the datum's fields; a last record of ours puts a marker after the last
+message too. polars-avro's `AvroSource` decodes the block in one call, and the result is brought
+to exactly the table `codec.arrow` (the reference) builds, so the two paths are interchangeable.
 
-What the native reader gets wrong, and how this module copes (see docs DECODING-NOTES):
+What the native reader gets wrong, and how this module copes (see DECODING-NOTES.md):
 
-* Nothing tells it where one message ends, so a message with a trailing byte or a truncated one
-  silently shifts the next record. Every record's end marker and header must read back exactly;
-  the end marker is random per schema, so a shifted read cannot match it by accident.
-* Bytes left over after the declared number of records make it loop forever on the next read,
-  so exactly one batch of exactly the declared size is read, never a second.
-* It reads a `["null", T]` union index other than the null branch's as T (any value, even
-  out of range). Every union given to it is padded to three branches with marker types, which
-  makes it read a dense union with range-checked indices; a marker branch read means a bad index.
-* It does not check a decimal's precision; the Arrow result is validated.
-* It parses uuid strings and turns durations into intervals; the reference keeps the string as
-  written and the 12 bytes, so those logical types (and any the reference ignores) are dropped
-  from the schema it is given.
+* Nothing tells it where a message ends: one with a trailing byte, or a truncated one, shifts
+  the next record. Every marker and header must read back exactly; a marker is random per
+  schema, so a shifted read cannot match it by accident.
+* Bytes left over after the declared number of records make its next read loop forever, so
+  exactly one batch of exactly the declared size is read, never a second.
+* It reads a `["null", T]` union index other than the null branch's as T, whatever its value.
+  Every union it is given is padded to three branches with one-byte fixed types, which makes it
+  read a dense union and check the index range; a padding branch read means a bad index.
+* It neither checks a decimal's precision nor that map keys are unique (the reference keeps
+  the last value of a key): both are checked on the Arrow result.
+* It parses uuid strings and turns durations into intervals, where the reference keeps the
+  string as written and the 12 bytes: those logical types (and all the reference ignores) are
+  dropped from the schema it is given, and so are namespaces, which it fails to resolve.
+* It fails on fixed(0), on records without fields and on the null type inside a nested record,
+  an array or a map: `supports` says no to those schemas.
 
-On any failure the whole batch goes to the reference decoder, which reports the bad messages one
+Any failure sends the whole batch to the reference decoder, which reports the bad messages one
 by one. polars-avro's reader is a private module: `supports` probes it once per schema, and the
-tests compare both paths on random schemas.
+tests compare both paths on random schemas and corrupt messages.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ _PADDED_UNION = 3  # arrow-avro reads a 2-branch union with null without checkin
 _PRIMITIVE_ZERO = {"null": b"", "boolean": b"\0", "int": b"\0", "long": b"\0", "float": bytes(4),
                    "double": bytes(8), "bytes": b"\0", "string": b"\0"}
 _TEMPORAL = {("timestamp-millis", "long"), ("timestamp-micros", "long"), ("local-timestamp-millis", "long"),
-             ("local-timestamp-micros", "long"), ("date", "int"), ("time-millis", "int"), ("time-micros", "long")}
+             ("local-timestamp-micros", "long"), ("date", "int"), ("time-millis", "int"),
+             ("time-micros", "long")}
 _MAX_DECIMAL_PRECISION = 76
 _CACHE_LIMIT = 256
 
@@ -74,9 +78,9 @@ def supports(schema: Any) -> bool:
 
     Returns:
         False when polars-avro is missing, the reference rejects the schema (invalid, not a
-        record, recursive), the schema has a type the native reader cannot hold (a record with
-        no fields, `null` as array items or map values), or a probe record does not decode to
-        exactly what the reference gives.
+        record, recursive), the schema has a type the native reader fails on (fixed(0), a record
+        with no fields, the null type inside a nested record, an array or a map), or a probe
+        record does not decode to exactly what the reference gives.
     """
     return _plan(schema) is not None
 
@@ -128,7 +132,7 @@ class _Unsupported(Exception):
 class _Plan:
     """How to frame and read batches of one writer schema."""
 
-    name: str  # the top-level record's full name
+    name: str  # the top-level record's name (renamed, see `_Rewriter`)
     fields: list[dict]  # its fields, rewritten for the native reader (see `_Rewriter`)
     zero: bytes  # a valid datum (every value zero or empty), for the probe
     token: str  # unique prefix of every name this module adds to the schema
@@ -148,7 +152,8 @@ class _Plan:
         # Block: (marker, message) per message, then (marker, a header and datum of ours) so
         # that a marker follows the last message too. One copy of the messages.
         last = bytes(header_size) + self.zero
-        head = self._prefix(header_size) + _long(count + 1) + _long((count + 1) * _MARKER_SIZE + size + len(last))
+        block_size = (count + 1) * _MARKER_SIZE + size + len(last)
+        head = self._prefix(header_size) + _long(count + 1) + _long(block_size)
         data = self.marker.join([head, *messages, last + self.sync])
         batch = _read_block(data, count + 1)
         _expect_all(batch.column(0), self.marker, count + 1, "start marker")
@@ -167,11 +172,13 @@ class _Plan:
 
     def _framing(self, header_size: int) -> dict:
         """The record the block holds: start marker, header, then the record schema's fields."""
-        names = {f["name"] for f in self.fields}
-        start, hdr = ("_start", "_hdr") if not names & {"_start", "_hdr"} else (f"_start_{self.token}", f"_hdr_{self.token}")
-        fields = [{"name": start, "type": {"type": "fixed", "name": f"{self.token}Start", "size": _MARKER_SIZE}}]
+        taken = {f["name"] for f in self.fields} & {"_start", "_hdr"}
+        start, hdr = (f"_start_{self.token}", f"_hdr_{self.token}") if taken else ("_start", "_hdr")
+        marker = {"type": "fixed", "name": f"{self.token}Start", "size": _MARKER_SIZE}
+        fields = [{"name": start, "type": marker}]
         if header_size:
-            fields.append({"name": hdr, "type": {"type": "fixed", "name": f"{self.token}Hdr", "size": header_size}})
+            header = {"type": "fixed", "name": f"{self.token}Hdr", "size": header_size}
+            fields.append({"name": hdr, "type": header})
         return {"type": "record", "name": self.name, "fields": fields + self.fields}
 
 
@@ -214,7 +221,7 @@ def _probe(plan: _Plan, schema: Any) -> None:
     """Decode one record both ways; anything but the same table means the native reader is not fit."""
     messages = [bytes(HEADER_SIZE) + plan.zero, None]
     try:
-        native = plan.decode(messages, HEADER_SIZE)
+        got = plan.decode(messages, HEADER_SIZE)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # noqa: BLE001 - as in decode_batch
@@ -222,7 +229,7 @@ def _probe(plan: _Plan, schema: Any) -> None:
     expected = reference.decode_batch(messages, schema).table
     # Values, not Table.equals: the reference's all-null columns of type null carry a validity
     # buffer after a tombstone, which Table.equals counts as a difference.
-    if native.schema != expected.schema or native.to_pylist() != expected.to_pylist():
+    if got.schema != expected.schema or got.to_pylist() != expected.to_pylist():
         raise _Mismatch("the native reader decodes a probe record differently from the reference")
 
 
@@ -287,11 +294,11 @@ class _Rewriter:
                 raise _Unsupported(f"fixed {full_name} has size 0 (the native reader fails on it)")
             out = {"type": "fixed", "name": name, "size": node["size"], **(_logical(node, kind) or {})}
         elif not node["fields"]:
-            raise _Unsupported(f"record {full_name} has no fields (the native reader cannot build an empty struct)")
+            raise _Unsupported(f"record {full_name} has no fields (the native reader fails on empty structs)")
         else:
-            where = "top" if len(self._names) == 1 else "inner"
-            out = {"type": "record", "name": name,
-                   "fields": [{"name": f["name"], "type": self.rewrite(f["type"], where)} for f in node["fields"]]}
+            where = "top" if len(self._names) == 1 else "inner"  # the first name is the top level's
+            fields = [{"name": f["name"], "type": self.rewrite(f["type"], where)} for f in node["fields"]]
+            out = {"type": "record", "name": name, "fields": fields}
         self.named[name] = out
         return out
 
@@ -416,7 +423,7 @@ def _from_union(array: pa.UnionArray, target: pa.DataType, token: str) -> pa.Arr
     values, null_code = [], None
     for i in range(array.type.num_fields):
         branch, code = array.type.field(i), array.type.type_codes[i]
-        if branch.name.rsplit(".", 1)[-1].startswith(f"{token}Pad"):
+        if branch.name.startswith(f"{token}Pad"):
             if pc.any(pc.equal(codes, code)).as_py():
                 raise _Mismatch("union branch index out of range")
         elif pa.types.is_null(branch.type):

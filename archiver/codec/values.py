@@ -50,8 +50,9 @@ class ValueDecoder:
     """Per-topic value decoding with a cache of writer schemas and decoder choices."""
 
     def __init__(self, registry: Registry | None, raw_schema_file: str | None = None,
-                 registry_retries: int = 3):
+                 registry_retries: int = 3, native_allowed: bool = True):
         self._registry = registry
+        self._native_allowed = native_allowed
         self._schemas: dict[int, tuple[str, object, bool]] = {}
         self._retries = registry_retries
         if raw_schema_file:
@@ -126,6 +127,6 @@ class ValueDecoder:
 
     def _remember(self, schema_id: int, text: str) -> None:
         parsed = fastavro.parse_schema(json.loads(text))
-        use_native = native is not None and native.supports(parsed)
+        use_native = self._native_allowed and native is not None and native.supports(parsed)
         logger.info("schema id %d: %s decoder", schema_id, "native" if use_native else "reference")
         self._schemas[schema_id] = (text, parsed, use_native)

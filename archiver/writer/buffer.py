@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 
 class Rotation(Enum):
@@ -70,15 +70,14 @@ class PartitionBuffer:
         if self.opened_at is None:
             self.opened_at = now
 
-    def add(self, table: pa.Table, directories: list[str], timestamps: list[int | None]) -> None:
-        """Append rows (in offset order) routed to their output partitions."""
-        for dirs, part in _split(table, directories):
+    def add(self, table: pa.Table, ids: list[int], names: list[str], timestamps: list[int]) -> None:
+        """Append rows (in offset order); row i goes to output partition names[ids[i]]."""
+        for dirs, part in _split(table, ids, names):
             self.chunks.setdefault(dirs, []).append(part)
         self.rows += table.num_rows
         self.nbytes += table.nbytes
-        stamped = [t for t in timestamps if t is not None]
-        if stamped:
-            lo, hi = min(stamped), max(stamped)
+        if timestamps:
+            lo, hi = min(timestamps), max(timestamps)
             self.min_ts = lo if self.min_ts is None else min(self.min_ts, lo)
             self.max_ts = hi if self.max_ts is None else max(self.max_ts, hi)
 
@@ -105,17 +104,12 @@ class PartitionBuffer:
         self.__init__(self.topic, self.partition, start=start, end=start)
 
 
-def _split(table: pa.Table, directories: list[str]) -> list[tuple[str, pa.Table]]:
-    distinct = set(directories)
-    if len(distinct) == 1:
-        return [(directories[0], table)]
-    keys = pa.array(directories)
-    order = pc.sort_indices(keys)  # stable: keeps offset order inside each output partition
-    ordered = table.take(order)
-    sorted_keys = keys.take(order).to_pylist()
-    parts, begin = [], 0
-    for i in range(1, len(sorted_keys) + 1):
-        if i == len(sorted_keys) or sorted_keys[i] != sorted_keys[begin]:
-            parts.append((sorted_keys[begin], ordered.slice(begin, i - begin)))
-            begin = i
-    return parts
+def _split(table: pa.Table, ids: list[int], names: list[str]) -> list[tuple[str, pa.Table]]:
+    if len(names) == 1:
+        return [(names[0], table)]
+    keys = np.asarray(ids, dtype=np.int32)
+    order = np.argsort(keys, kind="stable")  # stable: keeps offset order inside each output partition
+    ordered = table.take(pa.array(order))
+    sorted_keys = keys[order]
+    bounds = [0, *(np.flatnonzero(np.diff(sorted_keys)) + 1).tolist(), len(sorted_keys)]
+    return [(names[sorted_keys[b]], ordered.slice(b, e - b)) for b, e in zip(bounds, bounds[1:])]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import operator
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-TIMESTAMP_TYPES = {0: None, 1: "CreateTime", 2: "LogAppendTime"}
 HEADER_TYPE = pa.list_(pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.binary())]))
 METADATA_SCHEMA = pa.schema([
     pa.field("_kafka_partition", pa.int32(), nullable=False),
@@ -24,24 +26,38 @@ METADATA_COLUMNS = tuple(METADATA_SCHEMA.names)
 WRITER_SCHEMAS_KEY = b"archiver.writer_schemas"
 
 
-def metadata_table(partition: int, offsets: Sequence[int], timestamps: Sequence[tuple[int, int]],
-                   keys: Sequence[bytes | None], headers: Sequence[list | None],
-                   schema_ids: Sequence[int | None]) -> pa.Table:
-    """The Kafka metadata columns for a run of records of one partition.
+def metadata_table(partition: int, offsets: Sequence[int], stamps: Sequence[tuple[int, int]],
+                   keys: Sequence[bytes | None], headers: Sequence[list | None], schema_id: int | None) -> pa.Table:
+    """The Kafka metadata columns for records of one partition written with one schema.
 
-    `timestamps` are confluent-kafka's (type, ms) pairs; `headers` its list of (key, bytes).
+    `stamps` are confluent-kafka's (type, ms) pairs; `headers` its lists of (key, bytes) or None.
     """
     n = len(offsets)
-    header_rows = [[{"key": k, "value": v} for k, v in h] if h else [] for h in headers]
     return pa.Table.from_arrays([
-        pa.array([partition] * n, pa.int32()),
+        pa.array(np.full(n, partition, dtype=np.int32)),
         pa.array(offsets, pa.int64()),
-        pa.array([t[1] if t[0] else None for t in timestamps], pa.timestamp("ms", tz="UTC")),
-        pa.array([TIMESTAMP_TYPES.get(t[0]) for t in timestamps], pa.string()),
+        pa.array([ts if kind else None for kind, ts in stamps], pa.timestamp("ms", tz="UTC")),
+        pa.DictionaryArray.from_arrays(pa.array([kind for kind, _ in stamps], pa.int8()), _TIMESTAMP_NAMES
+                                       ).cast(pa.string()),
         pa.array(keys, pa.binary()),
-        pa.array(header_rows, HEADER_TYPE),
-        pa.array(schema_ids, pa.int32()),
+        _headers(headers),
+        pa.nulls(n, pa.int32()) if schema_id is None else pa.array(np.full(n, schema_id, dtype=np.int32)),
     ], schema=METADATA_SCHEMA)
+
+
+_first, _second = operator.itemgetter(0), operator.itemgetter(1)
+_TIMESTAMP_NAMES = pa.array([None, "CreateTime", "LogAppendTime"], pa.string())
+
+
+def _headers(headers: Sequence[list | None]) -> pa.Array:
+    """An ordered list<struct<key, value>> column, built from flat arrays (no per-header objects)."""
+    counts = [len(h) if h else 0 for h in headers]
+    flat = list(itertools.chain.from_iterable(h for h in headers if h))
+    names, values = list(map(_first, flat)), list(map(_second, flat))
+    entries = pa.StructArray.from_arrays([pa.array(names, pa.string()), pa.array(values, pa.binary())],
+                                         fields=list(HEADER_TYPE.value_type))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts, dtype=np.int32)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, entries, type=HEADER_TYPE)
 
 
 def encode(table: pa.Table, writer_schemas: dict[int, str], compression: str = "zstd",

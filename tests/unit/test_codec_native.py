@@ -7,19 +7,20 @@ native path is expected to decode by itself.
 """
 
 import contextlib
+import json
 import math
 import re
 import struct
 from unittest import mock
 
-import fastavro
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from archiver import demo
 from archiver.codec import arrow, native
+from archiver.errors import ConfigError
 
 HEADER = b"\x00\x00\x00\x00\x07"
 PRIMITIVES = ["null", "boolean", "int", "long", "float", "double", "bytes", "string"]
@@ -138,7 +139,8 @@ class SchemaGen:
             return {"type": "bytes", "logicalType": "decimal", "precision": precision,
                     "scale": draw(st.integers(0, precision))}
         if draw(st.booleans()):
-            return self.define({"type": "fixed", "name": self.name("D"), "size": 12, "logicalType": "duration"})
+            return self.define({"type": "fixed", "name": self.name("D"), "size": 12,
+                                "logicalType": "duration"})
         size = draw(st.integers(1, 20))
         precision = draw(st.integers(1, min(76, math.floor(math.log10(2 ** (8 * size - 1) - 1)))))
         return self.define({"type": "fixed", "name": self.name("D"), "size": size, "logicalType": "decimal",
@@ -151,7 +153,8 @@ class SchemaGen:
         branches = []
         for slot in slots:
             if slot == "named":
-                kind = self.draw(st.sampled_from(["record", "enum", "fixed"] + (["reference"] if self.done else [])))
+                kinds = ["record", "enum", "fixed"] + (["reference"] if self.done else [])
+                kind = self.draw(st.sampled_from(kinds))
                 branch = self.of_kind(kind, depth)
                 if branch in branches:
                     continue  # the same reference twice
@@ -195,7 +198,8 @@ def datums(schema, named) -> st.SearchStrategy[bytes]:
     if kind == "array":
         return blocks(st.lists(datums(schema["items"], named), max_size=3))
     if kind == "map":
-        entries = st.lists(st.tuples(TEXT, datums(schema["values"], named)), max_size=3, unique_by=lambda e: e[0])
+        entries = st.lists(st.tuples(TEXT, datums(schema["values"], named)), max_size=3,
+                           unique_by=lambda e: e[0])  # the reference keeps one value per key
         return blocks(entries.map(lambda kvs: [sized(k.encode()) + v for k, v in kvs]))
     if kind == "enum":
         return st.integers(0, len(schema["symbols"]) - 1).map(long)
@@ -216,7 +220,8 @@ def blocks(items: st.SearchStrategy[list[bytes]]) -> st.SearchStrategy[bytes]:
         for part in (values[:cut], values[cut:]):
             if part:
                 body = b"".join(part)
-                out += long(-len(part)) + long(len(body)) + body if draw(st.booleans()) else long(len(part)) + body
+                negative = draw(st.booleans())
+                out += long(-len(part)) + long(len(body)) + body if negative else long(len(part)) + body
         return out + b"\0"
     return layout()
 
@@ -225,7 +230,8 @@ def decimals(schema) -> st.SearchStrategy[bytes]:
     limit = 10 ** schema["precision"] - 1
     if schema["type"] == "fixed":
         size = schema["size"]
-        return st.integers(-limit, limit).filter(lambda n: minimal_size(n) <= size).map(lambda n: signed(n, size))
+        fitting = st.integers(-limit, limit).filter(lambda n: minimal_size(n) <= size)
+        return fitting.map(lambda n: signed(n, size))
     return st.tuples(st.integers(-limit, limit), st.integers(0, 2)).map(
         lambda v: sized(b"" if v[0] == 0 and v[1] == 0 else signed(v[0], minimal_size(v[0]) + v[1])))
 
@@ -261,7 +267,8 @@ def unsupported(schema, top=True) -> bool:
     if schema["type"] == "fixed":
         return schema["size"] == 0
     if schema["type"] == "record":
-        return any((f["type"] == "null" and not top) or unsupported(f["type"], top=False) for f in schema["fields"])
+        return any((f["type"] == "null" and not top) or unsupported(f["type"], top=False)
+                   for f in schema["fields"])
     return unsupported(schema.get("items") or schema.get("values"), top=False)
 
 
@@ -294,14 +301,30 @@ def same_values(a, b) -> bool:
     return a == b
 
 
+def same_columns(a, b) -> bool:
+    """Column equality, except that NaN equals NaN and a null-type column is only its length.
+
+    The reference's null-type columns get a validity buffer after a tombstone (built from a
+    struct with null rows), which ChunkedArray.equals counts as a difference.
+    """
+    if a.type != b.type:
+        return False
+    if pa.types.is_null(a.type):
+        return len(a) == len(b)
+    return a.equals(b) or same_values(a.to_pylist(), b.to_pylist())
+
+
 def assert_same(messages, schema, *, header_size=5, native_path=False):
     """native.decode_batch gives what arrow.decode_batch gives; `native_path`: without falling back."""
     expected = arrow.decode_batch(messages, schema, header_size=header_size)
+    if native_path:
+        assert native.supports(schema)  # probes (with the reference) before the reference is blocked
     with native_only() if native_path else contextlib.nullcontext():
         got = native.decode_batch(messages, schema, header_size=header_size)
     assert isinstance(got, arrow.DecodedBatch)
     assert got.table.schema == expected.table.schema == arrow.arrow_schema(schema)
-    assert got.table.equals(expected.table) or same_values(got.table.to_pylist(), expected.table.to_pylist())
+    assert got.table.num_rows == expected.table.num_rows
+    assert all(same_columns(a, b) for a, b in zip(got.table.columns, expected.table.columns))
     assert (got.rows, without_addresses(got.errors)) == (expected.rows, without_addresses(expected.errors))
     return got
 
@@ -342,4 +365,230 @@ def test_a_corrupt_message_gives_what_the_reference_gives(case, data):
     else:
         message = b"\x00\x00\x00\x00\x08" + message[5:]
     note(f"{how} message {i}: {message!r}")
-    assert_same(messages[:i] + [message] + messages[i + 1:], schema)
+    native.supports(schema)
+    with mock.patch.object(native, "reference", wraps=arrow) as spy:
+        assert_same(messages[:i] + [message] + messages[i + 1:], schema)
+    event(f"{how}: {'fell back' if spy.decode_batch.called else 'decoded natively'}")
+
+
+# --- the demo schema and tombstones ----------------------------------------------------------
+
+DEMO = [demo.encode(e.value, 1) for e in demo.events(3000, 1_700_000_000_000, 3_600_000)]
+
+
+@pytest.mark.parametrize("schema", [demo.SCHEMA, demo.PARSED, json.dumps(demo.SCHEMA)],
+                         ids=["dict", "parsed", "text"])
+def test_demo_events_decode_natively(schema):
+    assert native.supports(schema)
+    assert_same(DEMO, schema, native_path=True)
+
+
+def test_tombstones_give_all_null_rows_in_place():
+    messages = DEMO[:40]
+    for at in (0, 7, 8, 43):
+        messages.insert(at, None)
+    got = assert_same(messages, demo.SCHEMA, native_path=True)
+    assert got.rows == list(range(44))
+    rows = got.table.to_pylist()
+    assert [i for i, row in enumerate(rows) if all(v is None for v in row.values())] == [0, 7, 8, 43]
+
+
+@pytest.mark.parametrize("messages", [[], [None], [None, None, None]], ids=["empty", "one", "three"])
+def test_batches_without_values(messages):
+    assert_same(messages, demo.SCHEMA)
+
+
+def test_raw_values_without_a_header():
+    assert_same([None if i % 50 == 3 else m[5:] for i, m in enumerate(DEMO[:500])], demo.SCHEMA,
+                header_size=0, native_path=True)
+
+
+def test_top_level_fields_named_like_the_framing_fields():
+    schema = record(("_start", "long"), ("_hdr", "string"), ("x", ["null", "int"]))
+    assert native.supports(schema)
+    messages = [HEADER + long(1) + sized(b"a") + b"\x02" + long(5), None,
+                HEADER + long(2) + sized(b"") + b"\0"]
+    assert_same(messages, schema, native_path=True)
+
+
+# --- logical types, unions and the schemas the native path leaves alone ----------------------
+
+LOGICAL = [
+    ({"type": "long", "logicalType": "timestamp-millis"}, [long(0), long(-1), long(2**62), long(-(2**63))]),
+    ({"type": "long", "logicalType": "timestamp-micros"}, [long(1_700_000_000_000_000), long(2**63 - 1)]),
+    ({"type": "long", "logicalType": "local-timestamp-millis"}, [long(0), long(253_402_300_800_000)]),
+    ({"type": "long", "logicalType": "local-timestamp-micros"}, [long(-5), long(2**60)]),
+    ({"type": "long", "logicalType": "timestamp-nanos"}, [long(7)]),  # the reference ignores it
+    ({"type": "int", "logicalType": "date"}, [long(0), long(-(2**31)), long(2**31 - 1)]),
+    ({"type": "int", "logicalType": "time-millis"}, [long(0), long(86_399_999), long(-1)]),
+    ({"type": "long", "logicalType": "time-micros"}, [long(0), long(86_399_999_999), long(2**40)]),
+    ({"type": "long", "logicalType": "time-millis"}, [long(3)]),  # on the wrong base: ignored
+    ({"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2},
+     [sized(b""), sized(signed(12345, 2)), sized(signed(-9_999_999_999, 5)), sized(signed(1, 9))]),
+    ({"type": "bytes", "logicalType": "decimal", "precision": 38, "scale": 0},
+     [sized(signed(10**38 - 1, 16)), sized(signed(-(10**38) + 1, 20))]),
+    ({"type": "bytes", "logicalType": "decimal", "precision": 50, "scale": 10},
+     [sized(signed(-(10**49), 21))]),
+    ({"type": "fixed", "name": "Money", "size": 8, "logicalType": "decimal", "precision": 18, "scale": 3},
+     [signed(-(10**18) + 1, 8), signed(0, 8)]),
+    ({"type": "string", "logicalType": "uuid"},
+     [sized(b"1b4e28ba-2fa1-11d2-883f-0016d3cca427"), sized(b"1B4E28BA-2FA1-11D2-883F-0016D3CCA427"),
+      sized(b"not-a-uuid"), sized(b"")]),
+    ({"type": "fixed", "name": "Dur", "size": 12, "logicalType": "duration"}, [b"\xff" * 12, bytes(12)]),
+    ({"type": "string", "logicalType": "made-up"}, [sized(b"x")]),
+]
+
+
+@pytest.mark.parametrize(("kind", "values"), LOGICAL,
+                         ids=[f"{t['type']}-{t['logicalType']}" for t, _ in LOGICAL])
+def test_logical_types(kind, values):
+    again = kind["name"] if "name" in kind else kind
+    schema = record(("v", kind), ("n", ["null", again]), ("a", {"type": "array", "items": again}))
+    messages = [HEADER + v + b"\x02" + v + long(1) + v + b"\0" for v in values]
+    messages.append(HEADER + values[0] + b"\0\0")
+    assert native.supports(schema)
+    assert_same(messages, schema, native_path=True)
+
+
+SUB = record(("a", "int"), name="Sub", namespace="other")
+UNIONS = [
+    (["null", "string"], [b"\0", b"\x02" + sized(b"x")]),
+    (["string", "null"], [b"\x02", b"\0" + sized(b"x")]),
+    (["null", SUB], [b"\0", b"\x02" + long(4)]),
+    (["null", {"type": "enum", "name": "E", "symbols": ["A", "B"]}], [b"\0", b"\x02\x02"]),
+    (["null", {"type": "array", "items": "long"}], [b"\0", b"\x02\x02\x06\0"]),
+    (["string", "null", "long"], [b"\0" + sized(b"s"), b"\x02", b"\x04" + long(-3)]),
+    (["int", "long", "float", "double"], [b"\0\x02", b"\x02\x02", b"\x04" + struct.pack("<f", 1.5),
+                                          b"\x06" + struct.pack("<d", -2.5)]),
+    (["boolean", SUB, {"type": "array", "items": "int"}, {"type": "map", "values": "string"},
+      {"type": "enum", "name": "E", "symbols": ["A"]}, {"type": "fixed", "name": "F", "size": 2}],
+     [b"\0\x01", b"\x02" + long(9), b"\x04\x04\x02\x04\0", b"\x06\x02" + sized(b"k") + sized(b"v") + b"\0",
+      b"\x08\0", b"\x0aab"]),
+    (["long"], [b"\0\x08"]),
+    (["null"], [b"\0"]),
+]
+
+
+@pytest.mark.parametrize(("union", "values"), UNIONS, ids=[str(i) for i in range(len(UNIONS))])
+def test_unions(union, values):
+    schema = record(("u", union), ("a", {"type": "array", "items": "int"}))
+    assert native.supports(schema)
+    assert_same([HEADER + v + b"\x02\x02\0" for v in values] + [None], schema, native_path=True)
+
+
+@pytest.mark.parametrize("schema", [
+    record(("r", {"type": "record", "name": "Node", "fields": [{"name": "next", "type": ["null", "Node"]}]})),
+    record(("e", {"type": "record", "name": "Empty", "fields": []})),
+    record(("f", {"type": "fixed", "name": "Nothing", "size": 0})),
+    record(("r", record(("n", "null"), ("i", "int"), name="Inner"))),
+    record(("a", {"type": "array", "items": "null"})),
+    record(("m", {"type": "map", "values": "null"})),
+], ids=["recursive", "empty-record", "fixed-0", "nested-null", "array-of-null", "map-of-null"])
+def test_schemas_the_native_path_leaves_to_the_reference(schema):
+    assert not native.supports(schema)
+
+
+@pytest.mark.parametrize("items", [["null"], ["null", "int"], ["int", "null"]],
+                         ids=["null", "null-int", "int-null"])
+def test_nullable_array_items_and_map_values(items):
+    schema = record(("a", {"type": "array", "items": items}), ("m", {"type": "map", "values": items}))
+    value = b"\0" if items == ["null"] else b"\x02\x04" if items[0] == "null" else b"\0\x04"
+    none = b"\0" if items[0] == "null" else b"\x02"
+    message = HEADER + b"\x04" + value + none + b"\0" + b"\x02" + sized(b"k") + value + b"\0"
+    assert native.supports(schema)
+    assert_same([message, HEADER + b"\0\0"], schema, native_path=True)
+
+
+def test_a_top_level_null_field_decodes_natively():
+    schema = record(("n", "null"), ("i", "int"))
+    assert native.supports(schema)
+    assert_same([HEADER + long(1), None, HEADER + long(2)], schema, native_path=True)
+
+
+def test_a_schema_the_reference_rejects_is_rejected_alike():
+    assert not native.supports({"type": "array", "items": "int"})
+    with pytest.raises(ConfigError):
+        native.decode_batch([HEADER + b"\0"], {"type": "array", "items": "int"})
+
+
+# --- traps: bad messages among good ones -----------------------------------------------------
+
+TRAP_SCHEMA = record(("s", "string"), ("n", ["null", "string"]), ("t", ["string", "null"]),
+                     ("u", ["null", "long", "string"]),
+                     ("e", {"type": "enum", "name": "E", "symbols": ["A", "B"]}),
+                     ("m", {"type": "map", "values": "long"}),
+                     ("d", {"type": "bytes", "logicalType": "decimal", "precision": 6, "scale": 2}))
+
+
+def trap_message(s=sized(b"ok"), n=b"\x02" + sized(b"x"), t=b"\0" + sized(b"y"), u=b"\x02" + long(5),
+                 e=b"\x02", m=b"\x02" + sized(b"k") + long(1) + b"\0", d=sized(signed(12345, 3))) -> bytes:
+    return HEADER + s + n + t + u + e + m + d
+
+
+GOOD = [trap_message(), trap_message(s=sized("é".encode()), n=b"\0", t=b"\x02", u=b"\0"),
+        trap_message(u=b"\x04" + sized(b"str"), m=b"\0", d=sized(b"")), trap_message(e=b"\0"),
+        trap_message(m=long(-2) + long(6) + sized(b"a") + long(1) + sized(b"b") + long(2) + b"\0")]
+TRAPS = {  # name: (message, whether the reference rejects it, None: not asserted)
+    "trailing-byte": (GOOD[0] + b"\0", True),
+    "trailing-bytes": (GOOD[0] + b"\x02\x02", True),
+    "truncated": (GOOD[0][:-1], True),
+    "header-only": (HEADER, True),
+    "shorter-than-header": (b"\0\0", True),
+    "empty": (b"", True),
+    "invalid-utf8": (trap_message(s=sized(b"\xff\xfe")), True),
+    "invalid-utf8-map-key": (trap_message(m=b"\x02" + sized(b"\xc3") + long(1) + b"\0"), True),
+    "nullable-index-2": (trap_message(n=b"\x04" + sized(b"x")), True),
+    # fastavro takes a negative union index as Python does a list index: -1 is the last branch.
+    "nullable-index-negative": (trap_message(n=long(-1) + sized(b"x")), None),
+    "null-second-index-2": (trap_message(t=b"\x04" + sized(b"y")), True),
+    "union-index-3": (trap_message(u=b"\x06" + long(5)), True),
+    "union-index-negative": (trap_message(u=long(-1) + long(5)), None),
+    "enum-index": (trap_message(e=b"\x04"), True),
+    "enum-index-negative": (trap_message(e=long(-1)), True),
+    "decimal-beyond-precision": (trap_message(d=sized(signed(1_000_000, 3))), True),
+    "duplicate-map-key": (trap_message(m=b"\x04" + (sized(b"k") + long(1)) * 2 + b"\0"), False),
+    "other-schema-id": (b"\0\0\0\0\x08" + GOOD[0][5:], False),
+}
+
+
+def test_the_good_trap_messages_decode_natively():
+    assert_same(GOOD, TRAP_SCHEMA, native_path=True)
+
+
+@pytest.mark.timeout(60)  # the native reader loops forever on leftover bytes if read twice
+@pytest.mark.parametrize("at", [0, 2, 4], ids=["first", "middle", "last"])
+@pytest.mark.parametrize("trap", list(TRAPS))
+def test_a_bad_message_is_reported_like_the_reference_does(trap, at):
+    message, rejected = TRAPS[trap]
+    messages = GOOD[:at] + [message] + GOOD[at + 1:]
+    got = assert_same(messages, TRAP_SCHEMA)
+    if rejected is None:
+        return
+    assert [i for i, _ in got.errors] == ([at] if rejected else [])
+    assert got.rows == [i for i in range(len(GOOD)) if i != at or not rejected]
+
+
+class FakePanic(BaseException):
+    """Like pyo3's PanicException: not an Exception."""
+
+
+@pytest.mark.parametrize("error", [FakePanic("panicked at src/reader.rs"), RuntimeError("boom")])
+def test_any_failure_of_the_native_reader_falls_back(monkeypatch, error):
+    assert native.supports(demo.SCHEMA)  # probed before the reader breaks
+
+    def broken(*args):
+        raise error
+
+    monkeypatch.setattr(native, "_read_block", broken)
+    assert_same(DEMO[:20], demo.SCHEMA)
+
+
+def test_keyboard_interrupt_is_not_swallowed(monkeypatch):
+    assert native.supports(demo.SCHEMA)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(native, "_read_block", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        native.decode_batch(DEMO[:20], demo.SCHEMA)

@@ -1,0 +1,139 @@
+"""Benchmark `archiver run --once`: real Kafka → archiver → Parquet in real S3.
+
+Produces N demo events (~200 B of Avro each) into a fresh topic, then archives them several
+times (a fresh archive prefix and consumer group per run) and prints medians of: records/s,
+records per CPU-second of the archiver process, MB/s of Avro input, peak RSS, archive bytes
+over raw Avro bytes. The baseline is the same job with the per-record fastavro decoder
+(ARCHIVER_DECODER=reference).
+
+    infra/services up && eval "$(infra/services env)"
+    .venv/bin/python bench/sink.py --records 1000000 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from archiver import demo
+from archiver.archive import Archive
+from archiver.codec.registry import Registry
+from archiver.config import KafkaSettings, RegistrySettings
+from archiver.source import kafka as source_kafka
+from archiver.store import open_store
+
+ARCHIVER = str(Path(sys.executable).parent / "archiver")
+
+
+def produce(topic: str, records: int, partitions: int) -> int:
+    """Produce `records` demo events (a pool of distinct events, cycled); returns raw Avro bytes."""
+    kafka = KafkaSettings.from_env()
+    with Registry(RegistrySettings.from_env()) as registry:
+        source_kafka.ensure_topic(kafka, topic, partitions)
+        schema_id = registry.register(f"{topic}-value", demo.SCHEMA)
+    span = 3 * 3600_000
+    start = int(time.time() * 1000) - span
+    pool = [(e.key, demo.encode(e.value, schema_id), e.headers, e.timestamp_ms)
+            for e in demo.events(min(records, 100_000), start, span)]
+    producer = source_kafka.producer(kafka, **{"linger.ms": 50, "batch.size": 1_000_000,
+                                               "queue.buffering.max.messages": 2_000_000})
+    raw = 0
+    for i in range(records):
+        key, value, headers, ts = pool[i % len(pool)]
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=headers, timestamp=ts)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        raw += len(value)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    source_kafka.flush(producer, timeout=300)
+    return raw
+
+
+def archive_once(topic: str, config: str, decoder: str) -> dict:
+    prefix = f"bench/{uuid.uuid4().hex[:8]}"
+    bucket = os.environ["ARCHIVER_ARCHIVE_URL"].removeprefix("s3://").split("/")[0]
+    url = f"s3://{bucket}/{prefix}"
+    env = os.environ | {"ARCHIVER_ARCHIVE_URL": url, "ARCHIVER_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+                        "ARCHIVER_CONFIG": config, "ARCHIVER_DECODER": decoder}
+    started = time.monotonic()
+    proc = subprocess.Popen([ARCHIVER, "run", "--once", "--topics", topic], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if status != 0:
+        raise SystemExit(f"archiver failed: {err[-2000:]}")
+    archive = Archive(open_store(url))
+    files = list(archive.files(topic))
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "archive_bytes": sum(f.bytes for f in files), "rows": sum(f.rows for f in files),
+            "files": len(files), "summary": out.strip()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--key-buckets", type=int, default=16)
+    parser.add_argument("--baseline-runs", type=int, default=1, help="runs of the fastavro baseline (0: skip)")
+    parser.add_argument("--topic", help="reuse an already produced topic")
+    parser.add_argument("--raw-bytes", type=int, help="raw Avro bytes of --topic")
+    args = parser.parse_args()
+
+    topic = args.topic or f"bench-{args.records}-{uuid.uuid4().hex[:6]}"
+    if args.topic:
+        raw = args.raw_bytes
+    else:
+        t = time.monotonic()
+        raw = produce(topic, args.records, args.partitions)
+        print(f"produced {args.records:,} records ({raw / 1e6:.1f} MB Avro) to {topic} in {time.monotonic() - t:.1f}s")
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+        f.write(f"[defaults]\nkey_buckets = {args.key_buckets}\n")
+        config = f.name
+
+    results = {}
+    for decoder, runs in (("auto", args.runs), ("reference", args.baseline_runs)):
+        samples = [archive_once(topic, config, decoder) for _ in range(runs)]
+        for s in samples:
+            assert s["rows"] == args.records, f"archived {s['rows']} of {args.records}"
+        if samples:
+            results[decoder] = summarize(samples, args.records, raw)
+            print(f"{decoder:9}: " + ", ".join(f"{k}={v:,.3f}" if isinstance(v, float) else f"{k}={v}"
+                                               for k, v in results[decoder].items()))
+    if "reference" in results:
+        ratio = results["auto"]["records_per_cpu_s"] / results["reference"]["records_per_cpu_s"]
+        print(f"records per CPU-second vs the per-record fastavro baseline: {ratio:.2f}x")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"sink-{int(time.time())}.json").write_text(json.dumps(
+        {"records": args.records, "raw_bytes": raw, "key_buckets": args.key_buckets, "results": results}, indent=2))
+
+
+def summarize(samples: list[dict], records: int, raw: int) -> dict:
+    med = lambda key: statistics.median(s[key] for s in samples)  # noqa: E731
+    return {
+        "runs": len(samples),
+        "records_per_s": records / med("wall_s"),
+        "records_per_cpu_s": records / med("cpu_s"),
+        "avro_mb_per_s": raw / 1e6 / med("wall_s"),
+        "peak_rss_mb": med("peak_rss_mb"),
+        "archive_ratio": med("archive_bytes") / raw,
+        "files": int(med("files")),
+    }
+
+
+if __name__ == "__main__":
+    main()
