@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import functools
 import logging
 import sys
@@ -49,30 +48,46 @@ def cli(verbose: int) -> None:
 @cli.command()
 @kafka_option
 @registry_option
+@click.option("--archive-url", envvar="ARCHIVER_ARCHIVE_URL", help="Archive [env ARCHIVER_ARCHIVE_URL]")
 @click.option("--topic", default="web-events", show_default=True, help="Topic to create and fill.")
-@click.option("--count", default=5000, show_default=True, type=click.IntRange(1), help="Events to produce.")
+@click.option("--count", default=20000, show_default=True, type=click.IntRange(1), help="Events to produce.")
 @click.option("--partitions", default=6, show_default=True, type=click.IntRange(1))
 @_one_line_errors
-def demo(bootstrap_servers, schema_registry_url, topic, count, partitions):
-    """Produce realistic web-analytics events into TOPIC and read them back."""
+def demo(bootstrap_servers, schema_registry_url, archive_url, topic, count, partitions):
+    """Produce web-analytics events into TOPIC, archive them with `run --once`, show the archive."""
     from archiver import demo as demo_events
+    from archiver.archive import Archive
     from archiver.codec.registry import Registry
-    from archiver.config import KafkaSettings, RegistrySettings
+    from archiver.config import load_run_settings
+    from archiver.daemon import Daemon
+    from archiver.store import open_store
 
-    kafka = KafkaSettings.from_env(bootstrap_servers=bootstrap_servers)
-    with Registry(RegistrySettings.from_env(url=schema_registry_url)) as registry:
-        schema_id = demo_events.produce(kafka, registry, topic, count, partitions)
-        click.echo(f"produced {count} events to {topic!r} ({partitions} partitions), schema id {schema_id}")
-        records = demo_events.consume_back(kafka, registry, topic)
-    by_partition = collections.Counter(r["partition"] for r in records)
-    by_type = collections.Counter(r["value"]["event_type"] for r in records)
-    click.echo(f"consumed {len(records)} events back from {topic!r}")
-    click.echo("  per partition: " + ", ".join(f"{p}={n}" for p, n in sorted(by_partition.items())))
-    click.echo("  per event type: " + ", ".join(f"{t}={n}" for t, n in by_type.most_common()))
-    sample = records[-1]
-    click.echo(f"  last: partition {sample['partition']} offset {sample['offset']} key {sample['key'].decode()} "
-               f"headers {[(k, v.decode()) for k, v in sample['headers']]}")
-    click.echo(f"        {sample['value']}")
+    settings = load_run_settings(None, flags={"bootstrap_servers": bootstrap_servers, "archive_url": archive_url,
+                                              "schema_registry_url": schema_registry_url, "topics": topic,
+                                              "group_id": "archiver-demo"})
+    with Registry(settings.registry) as registry:
+        schema_id = demo_events.produce(settings.kafka, registry, topic, count, partitions)
+    click.echo(f"1. produced {count} web-analytics events to {topic!r} ({partitions} partitions, "
+               f"schema id {schema_id}, keys = session ids, headers source/trace-id)")
+    summary = Daemon(settings, once=True).run()
+    click.echo(f"2. archiver run --once: {summary.records_out} records in {summary.files} Parquet files, "
+               f"{summary.bytes_in / 1e6:.2f} MB Avro -> {summary.bytes_out / 1e6:.2f} MB Parquet "
+               f"in {summary.seconds:.1f}s")
+    archive = Archive(open_store(settings.archive_url))
+    files = list(archive.files(topic))
+    click.echo(f"3. the archive at {settings.archive_url} now holds {sum(f.rows for f in files)} records of "
+               f"{topic!r} in {len(files)} files; the newest:")
+    for f in sorted(files, key=lambda f: f.key)[-5:]:
+        click.echo(f"     {f.key}  ({f.rows} rows, {f.bytes:,} bytes)")
+    for p in archive.partitions(topic):
+        commits = [e for e in archive.entries(topic, p) if e.kind == "commit"]
+        if commits:
+            click.echo(f"   ledger {topic}[{p}]: offsets {commits[0].start}..{commits[-1].end - 1} in "
+                       f"{len(commits)} commit(s)")
+    row = archive.read(files[-1]).slice(0, 1).to_pylist()[0]
+    shown = ("event_type", "session_id", "url", "device", "_kafka_partition", "_kafka_offset", "_kafka_timestamp",
+             "_kafka_headers")
+    click.echo("4. one archived row: " + ", ".join(f"{k}={row[k]!s}" for k in shown))
 
 
 def _run_options(fn):

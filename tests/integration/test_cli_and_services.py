@@ -26,11 +26,40 @@ def test_missing_bootstrap_servers_is_one_line_and_exit_2():
     assert "kafka.bootstrap_servers is not set" in result.stderr
 
 
-def test_demo_command_produces_and_reads_back(services, unique):
+def test_demo_command_produces_archives_and_shows_the_archive(services, unique):
+    env = os.environ | services.env | {"ARCHIVER_ARCHIVE_URL": f"s3://{services.bucket}/{unique}"}
     result = subprocess.run([ARCHIVER, "demo", "--topic", unique, "--count", "200", "--partitions", "2"],
-                            capture_output=True, text=True, env=os.environ | services.env)
+                            capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    assert "consumed 200 events back" in result.stdout
+    assert "archiver run --once: 200 records in" in result.stdout
+    assert f"now holds 200 records of {unique!r}" in result.stdout
+
+
+def test_config_prints_the_resolved_settings_with_secrets_masked(tmp_path):
+    config = tmp_path / "archiver.toml"
+    config.write_text('[kafka]\nsasl_password = "hunter2"\n[run]\ngroup_id = "from-file"\n'
+                      '[defaults]\nkey_buckets = 32\n[topics."orders"]\ntime_granularity = "day"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_")} | {
+        "ARCHIVER_KAFKA_BOOTSTRAP_SERVERS": "broker:9092", "ARCHIVER_SCHEMA_REGISTRY_URL": "http://registry:8081",
+        "ARCHIVER_ARCHIVE_URL": "s3://bucket/prefix", "ARCHIVER_GROUP_ID": "from-env"}
+    result = subprocess.run([ARCHIVER, "config", "-c", str(config), "--topics", "orders,clicks"],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout and '"sasl_password": "****"' in result.stdout
+    assert '"group_id": "from-env"' in result.stdout  # environment over file
+    assert '"topics": [\n      "orders",\n      "clicks"\n    ]' in result.stdout
+    assert '"key_buckets": 32' in result.stdout and '"time_granularity": "day"' in result.stdout
+
+
+def test_bad_config_names_the_key_with_exit_2(tmp_path):
+    config = tmp_path / "archiver.toml"
+    config.write_text('[defaults]\ntime_granularity = "week"\n')
+    env = os.environ | {"ARCHIVER_KAFKA_BOOTSTRAP_SERVERS": "b:9092", "ARCHIVER_ARCHIVE_URL": "file:///tmp/x",
+                        "ARCHIVER_TOPICS": "t", "ARCHIVER_SCHEMA_REGISTRY_URL": "http://r"}
+    result = subprocess.run([ARCHIVER, "run", "-c", str(config)], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert result.stderr == ("archiver: error: defaults.time_granularity: expected one of day, hour, minute, "
+                             "got 'week'\n")
 
 
 def test_services_up_with_a_busy_port_fails_in_one_line_and_starts_nothing(tmp_path):

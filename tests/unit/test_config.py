@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from archiver.config import KafkaSettings, RegistrySettings
@@ -29,3 +31,48 @@ def test_registry_url_must_be_http():
                                       "ARCHIVER_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": "u:p"})
     assert auth.client_config()["basic.auth.user.info"] == "u:p"
     assert "u:p" not in repr(auth)
+
+
+def _run_env(**extra):
+    return {"ARCHIVER_KAFKA_BOOTSTRAP_SERVERS": "b:9092", "ARCHIVER_ARCHIVE_URL": "file:///tmp/a",
+            "ARCHIVER_SCHEMA_REGISTRY_URL": "http://r", "ARCHIVER_TOPICS": "a,b"} | extra
+
+
+def test_run_settings_layer_file_environment_and_flags(tmp_path):
+    from archiver.config import load_run_settings
+
+    path = tmp_path / "c.toml"
+    path.write_text('[run]\ngroup_id = "file"\nmax_buffer_bytes = "32m"\n[defaults]\nkey_buckets = 8\n'
+                    '[topics.b]\nkey_partitioning = "none"\n')
+    s = load_run_settings(str(path), _run_env(ARCHIVER_GROUP_ID="env"), flags={"topics": "b"})
+    assert (s.group_id, s.max_buffer_bytes, s.topics) == ("env", 32 * 1024 * 1024, ("b",))
+    assert s.for_topic("a").key_buckets == 8 and s.for_topic("a").key_partitioning == "hash"
+    assert s.for_topic("b").key_buckets == 8 and s.for_topic("b").key_partitioning == "none"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[run]\nbogus = 1\n", "run.bogus: unknown setting"),
+    ('[topics.t]\nkey_bucketz = 3\n', 'topics."t".key_bucketz: unknown setting'),
+    ("[defaults]\nkey_buckets = 0\n", "defaults.key_buckets: expected 1..4096, got 0"),
+    ('[defaults]\nkey_buckets = "many"\n', "defaults.key_buckets: expected int, got 'many'"),
+    ('[defaults]\nkey_partitioning = "field"\n', "defaults.key_field and defaults.key_field_values are required"),
+    ('[defaults]\nvalue_format = "raw"\n', "defaults.value_schema_file is required"),
+    ('[run]\ntopic_pattern = "("\n', "run.topic_pattern: invalid regular expression"),
+    ("[kafka\n", "config file"),
+])
+def test_bad_config_names_the_key(tmp_path, text, message):
+    from archiver.config import load_run_settings
+
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_run_settings(str(path), _run_env())
+
+
+def test_topics_or_pattern_and_archive_url_are_required():
+    from archiver.config import load_run_settings
+
+    with pytest.raises(ConfigError, match="run.topics is empty"):
+        load_run_settings(None, _run_env(ARCHIVER_TOPICS=""))
+    with pytest.raises(ConfigError, match="archive.url is not set"):
+        load_run_settings(None, _run_env(ARCHIVER_ARCHIVE_URL=""))
