@@ -32,6 +32,12 @@ class Services:
     """Where the real services answer, as the `infra/services env` variables."""
 
     env: dict[str, str]
+    control_env: dict[str, str]  # the environment infra/services was started with (state folder, ports)
+
+    def restart(self, name: str) -> None:
+        """Stop and start one service (its data is kept: Kafka's log dirs survive a restart)."""
+        subprocess.run([SERVICES, "down", name], env=self.control_env, check=True)
+        subprocess.run([SERVICES, "up", name], env=self.control_env, check=True)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -80,7 +86,7 @@ def services() -> Services:
     exports = _exports(env)
     saved = {k: os.environ.get(k) for k in exports}
     os.environ.update(exports)  # boto3 and the CLI read the standard variables
-    yield Services(exports)
+    yield Services(exports, env)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

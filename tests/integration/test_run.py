@@ -215,3 +215,37 @@ def test_schema_evolution_v1_then_v2_with_an_added_field(services, kafka, regist
     v1_id = registry.register(f"{unique}-value", demo.SCHEMA)
     assert by_schema == {(v1_id, None): 100, (v2_id, "exp-b"): 100}
     assert all(len(f.schema_ids) == 1 for f in archive.files(unique))  # a schema change rotates files
+
+
+def test_local_schema_mode_archives_raw_avro_without_a_registry(services, kafka, archive_env, unique, tmp_path):
+    import io
+    import json
+
+    import fastavro
+
+    schema_file = tmp_path / "page_event.avsc"
+    schema_file.write_text(json.dumps(demo.SCHEMA))
+    source_kafka.ensure_topic(kafka, unique, 2)
+    producer = source_kafka.producer(kafka)
+    events = list(demo.events(300, START_MS, 60_000))
+    for e in events:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, demo.PARSED, e.value)
+        producer.produce(unique, buf.getvalue(), e.key, headers=e.headers, timestamp=e.timestamp_ms)
+    source_kafka.flush(producer)
+    config = tmp_path / "raw.toml"
+    config.write_text(f'[topics."{unique}"]\nvalue_format = "raw"\nvalue_schema_file = "{schema_file}"\n'
+                      'key_format = "string"\n')
+    env = {k: v for k, v in archive_env.items() if k != "ARCHIVER_SCHEMA_REGISTRY_URL"}
+    result = run_archiver(env | {"ARCHIVER_CONFIG": str(config)}, "--once", "--topics", unique, check=False)
+    assert result.returncode == 2 and "schema_registry.url is not set" in result.stderr  # defaults still confluent
+    config.write_text(f'[defaults]\nvalue_format = "raw"\nvalue_schema_file = "{schema_file}"\nkey_format = "string"\n')
+
+    run_archiver(env | {"ARCHIVER_CONFIG": str(config)}, "--once", "--topics", unique)
+
+    archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
+    assert_exactly_once(archive, unique, source_offsets(kafka, unique))
+    table = archive.read_topic(unique)
+    assert sorted(table["event_id"].to_pylist()) == sorted(str(e.value["event_id"]) for e in events)
+    assert set(table["_schema_id"].to_pylist()) == {-1}
+    assert table["_key"].to_pylist() == [k.decode() for k in table["_kafka_key"].to_pylist()]

@@ -188,3 +188,22 @@ def _safe(port: int) -> dict[str, float]:
         return metrics(port)
     except OSError:
         return {}
+
+
+def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(services, kafka, registry, archive_env, unique,
+                                                                 tmp_path):
+    demo.produce(kafka, registry, unique, 3000, partitions=3, start_ms=START_MS, span_ms=10_000)
+    env = archive_env | {"ARCHIVER_CONFIG": write_config(tmp_path, interval_s=0.5, max_records=500)}
+    daemon = start_daemon(env, unique, tmp_path / "daemon.log")
+    try:
+        time.sleep(5)
+        services.restart("kafka")
+        demo.produce(kafka, registry, unique, 3000, partitions=3, start_ms=START_MS + 20_000, span_ms=10_000)
+        time.sleep(8)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=90)
+    assert daemon.returncode == 0, (tmp_path / "daemon.log").read_text()[-3000:]
+    run_archiver(env, "--once", "--topics", unique)
+    archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
+    assert_exactly_once(archive, unique, source_offsets(kafka, unique))
