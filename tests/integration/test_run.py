@@ -249,3 +249,13 @@ def test_local_schema_mode_archives_raw_avro_without_a_registry(services, kafka,
     assert sorted(table["event_id"].to_pylist()) == sorted(str(e.value["event_id"]) for e in events)
     assert set(table["_schema_id"].to_pylist()) == {-1}
     assert table["_key"].to_pylist() == [k.decode() for k in table["_kafka_key"].to_pylist()]
+
+
+def test_topic_pattern_subscribes_to_matching_topics(services, kafka, registry, archive_env, unique):
+    for suffix in ("x", "y"):
+        demo.produce(kafka, registry, f"{unique}-{suffix}", 50, partitions=1, start_ms=START_MS, span_ms=1000)
+    demo.produce(kafka, registry, f"other-{unique}", 50, partitions=1, start_ms=START_MS, span_ms=1000)
+    result = run_archiver(archive_env | {"ARCHIVER_TOPIC_PATTERN": f"^{unique}-.*"}, "--once", check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
+    assert archive.topics() == [f"{unique}-x", f"{unique}-y"]

@@ -226,3 +226,36 @@ def test_rotation_by_record_count(store):
         h.sink.ingest("t", 0, messages(100)[i:i + 10])
     assert h.sink.stats.rotations == {"records": 2}
     assert h.committed == {("t", 0): 80}
+
+
+def test_time_field_and_field_key_partitioning_route_by_value(store):
+    settings = TopicSettings(time_granularity="day", time_field="event_time", key_partitioning="field",
+                             key_field="country", key_field_values=("FR", "US"))
+    h = Harness(store, settings)
+    h.sink.assign("t", 0)
+    batch = messages(200)
+    for m in batch:
+        m._ts = 0  # the record timestamp says 1970: only event_time can place these in 2025
+    h.sink.ingest("t", 0, batch)
+    h.sink.flush("t", 0, Rotation.END)
+    from archiver import layout
+    dirs = {layout.parse_data_key(f.key).directories for f in Archive(store).files("t")}
+    assert {d.split("/")[0] for d in dirs} == {"dt=2025-11-24"}
+    assert {d.split("/")[1] for d in dirs} == {"country=FR", "country=US", "country=_other"}
+    table = Archive(store).read_topic("t")
+    for f in Archive(store).files("t"):
+        rows = Archive(store).read(f)
+        country = layout.parse_data_key(f.key).partition_values()["country"]
+        values = set(rows["country"].to_pylist())
+        assert values == {country} if country != "_other" else not values & {"FR", "US"}
+    assert table.num_rows == 200
+
+
+def test_json_log_lines():
+    import logging
+
+    from archiver.logs import JsonFormatter
+
+    record = logging.LogRecord("archiver.sink", logging.INFO, __file__, 1, "committed %s[%d]", ("t", 3), None)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "committed t[3]" and line["level"] == "INFO" and line["logger"] == "archiver.sink"
