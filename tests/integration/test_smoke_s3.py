@@ -1,11 +1,10 @@
 """The S3 store against the real S3 server, including conditional writes."""
 
-import threading
-
 import pytest
 
 from archiver.errors import NotFound, PreconditionFailed
 from archiver.store import open_store
+from tests.store_checks import conditional_put_race
 
 
 @pytest.fixture
@@ -32,19 +31,6 @@ def test_conditional_put_fails_on_an_existing_key(store):
 
 
 def test_concurrent_conditional_puts_have_one_winner(store):
-    winners = []
-
-    def attempt(i):
-        try:
-            store.put("_ledger/race.json", str(i).encode(), if_absent=True)
-            winners.append(i)
-        except PreconditionFailed:
-            pass
-
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    winners = conditional_put_race(store, "_ledger/race.json")
     assert len(winners) == 1
     assert store.get("_ledger/race.json") == str(winners[0]).encode()

@@ -1,9 +1,8 @@
-import threading
-
 import pytest
 
-from archiver.errors import ConfigError, NotFound, PreconditionFailed
+from archiver.errors import ConfigError, NotFound
 from archiver.store import open_store
+from tests.store_checks import conditional_put_race
 
 
 def test_put_get_list_delete(tmp_path):
@@ -21,22 +20,9 @@ def test_put_get_list_delete(tmp_path):
 
 def test_conditional_put_has_exactly_one_winner(tmp_path):
     store = open_store(f"file://{tmp_path}")
-    outcomes = []
-
-    def attempt(i):
-        try:
-            store.put("_ledger/0001.json", str(i).encode(), if_absent=True)
-            outcomes.append(i)
-        except PreconditionFailed:
-            pass
-
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(outcomes) == 1
-    assert store.get("_ledger/0001.json") == str(outcomes[0]).encode()
+    winners = conditional_put_race(store, "_ledger/0001.json", writers=16)
+    assert len(winners) == 1
+    assert store.get("_ledger/0001.json") == str(winners[0]).encode()
     assert [p.name for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")] == []
 
 
