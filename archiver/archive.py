@@ -31,16 +31,20 @@ class Archive:
         """Committed entries of one partition, in sequence order (claims included)."""
         return list(PartitionLedger(self.store, topic, partition).entries())
 
+    def live_entries(self, topic: str, partition: int) -> list[Entry]:
+        """Commit (and compaction) entries in effect, in offset order: claims and replaced ones left out."""
+        live: dict[int, Entry] = {}
+        for entry in self.entries(topic, partition):
+            for replaced in entry.replaces:
+                live.pop(replaced, None)
+            if entry.kind != "claim":
+                live[entry.seq] = entry
+        return sorted(live.values(), key=lambda e: e.start)
+
     def files(self, topic: str, partition: int | None = None) -> Iterator[FileEntry]:
         """Every committed file of a topic (or one partition), in offset order per partition."""
         for p in ([partition] if partition is not None else self.partitions(topic)):
-            live: dict[int, Entry] = {}
-            for entry in self.entries(topic, p):
-                for replaced in entry.replaces:
-                    live.pop(replaced, None)
-                if entry.kind != "claim":
-                    live[entry.seq] = entry
-            for entry in live.values():
+            for entry in self.live_entries(topic, p):
                 yield from sorted(entry.files, key=lambda f: (f.first_offset, f.key))
 
     def read(self, file: FileEntry) -> pa.Table:

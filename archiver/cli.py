@@ -144,6 +144,161 @@ def show_config(config_path, **flags):
     click.echo(json.dumps(_load(config_path, **flags).masked(), indent=2))
 
 
+@cli.command()
+@click.option("--archive-url", envvar="ARCHIVER_ARCHIVE_URL", help="Archive to read [env ARCHIVER_ARCHIVE_URL]")
+@click.option("--topic", required=True, help="Archived topic to replay.")
+@click.option("--to-topic", help="Target topic (required unless --to-original).")
+@click.option("--to-original", is_flag=True, help="Replay into the archived topic's own name.")
+@click.option("--from", "from_", help="Start of the time range (record timestamp): ISO-8601, 'now' or -2h.")
+@click.option("--to", help="End of the time range, exclusive.")
+@click.option("--partitions", help="Source partitions, e.g. 0,3,5.")
+@click.option("--offsets", multiple=True, help="PARTITION:FIRST-LAST (inclusive), repeatable.")
+@click.option("--key", "keys", multiple=True, help="Exact key (UTF-8), repeatable.")
+@click.option("--keys-file", type=click.Path(exists=True, dir_okay=False), help="File with one key per line.")
+@click.option("--where", help="SQL condition on value columns, e.g. \"country = 'FR' and duration_ms > 1000\".")
+@click.option("--partitioning", type=click.Choice(["original", "key", "round-robin"]), default="original",
+              show_default=True, help="original partition, Kafka's murmur2 of the key, or round-robin.")
+@click.option("--target-bootstrap-servers", help="Target cluster [env ARCHIVER_TARGET_KAFKA_BOOTSTRAP_SERVERS; "
+              "default: ARCHIVER_KAFKA_BOOTSTRAP_SERVERS]")
+@click.option("--target-schema-registry-url", envvar="ARCHIVER_TARGET_SCHEMA_REGISTRY_URL",
+              help="Register the writer schemas here (subject <to-topic>-value) and use the new ids.")
+@click.option("--add-lineage-headers", is_flag=True, help="Add archiver.source.topic/partition/offset headers.")
+@click.option("--exactly-once", is_flag=True, help="Transactional producer; needs --checkpoint.")
+@click.option("--checkpoint", help="Name under which progress is saved; rerunning with it resumes.")
+@click.option("--rate", help="Limit: records/s (5000) or bytes/s (10MB).")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=10_000, show_default=True,
+              help="Records per checkpoint (per transaction with --exactly-once).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and produce nothing.")
+@_one_line_errors
+def replay(archive_url, topic, to_topic, to_original, from_, to, partitions, offsets, keys, keys_file, where,
+           partitioning, target_bootstrap_servers, target_schema_registry_url, add_lineage_headers,
+           exactly_once, checkpoint, rate, checkpoint_every, dry_run):
+    """Re-publish archived records of TOPIC into Kafka, faithfully and resumably."""
+    import json
+
+    from archiver import replay as replay_mod
+    from archiver.archive import Archive
+    from archiver.errors import ConfigError
+    from archiver.store import open_store
+
+    if not archive_url:
+        raise ConfigError("archive url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
+    if bool(to_topic) == bool(to_original):
+        raise ConfigError("name the target: --to-topic T, or --to-original to write into the archived topic itself")
+    if exactly_once and not checkpoint:
+        raise ConfigError("--exactly-once needs --checkpoint NAME (it names the transactional producer)")
+    selection = _selection(replay_mod, topic, from_, to, partitions, offsets, keys, keys_file, where)
+    archive = Archive(open_store(archive_url))
+    plan = replay_mod.plan(archive, selection)
+    target = to_topic or topic
+    if dry_run:
+        click.echo(json.dumps(plan.describe() | {"target_topic": target, "partitioning": partitioning}, indent=2))
+        return
+    summary = _publish(archive, selection, plan, target, partitioning, target_bootstrap_servers,
+                       target_schema_registry_url, add_lineage_headers, exactly_once, checkpoint, rate,
+                       checkpoint_every)
+    click.echo(json.dumps(summary))
+
+
+def _selection(replay_mod, topic, from_, to, partitions, offsets, keys, keys_file, where):
+    import time
+
+    from archiver.errors import ConfigError
+
+    now = int(time.time() * 1000)
+    start = replay_mod.parse_time(from_, now, "--from") if from_ else None
+    end = replay_mod.parse_time(to, now, "--to") if to else None
+    if start is not None and end is not None and start >= end:
+        raise ConfigError(f"--from {from_} is not before --to {to}")
+    wanted = [k.encode() for k in keys]
+    if keys_file:
+        with open(keys_file, encoding="utf-8") as f:
+            wanted += [line.rstrip("\n").encode() for line in f if line.strip()]
+    try:
+        parts = frozenset(int(p) for p in partitions.split(",")) if partitions else None
+    except ValueError:
+        raise ConfigError(f"--partitions: {partitions!r} is not a comma-separated list of numbers") from None
+    return replay_mod.Selection(topic, parts, start, end, replay_mod.parse_offsets(offsets),
+                                frozenset(wanted) if wanted else None, where)
+
+
+def _publish(archive, selection, plan, target, partitioning, target_bootstrap_servers, target_registry_url,
+             lineage, exactly_once, checkpoint_name, rate, batch_records):
+    import os
+    import sys
+
+    from archiver import replay as replay_mod
+    from archiver import republish
+    from archiver.config import KafkaSettings
+
+    env = dict(os.environ)
+    if not env.get("ARCHIVER_TARGET_KAFKA_BOOTSTRAP_SERVERS"):
+        env = {k.replace("ARCHIVER_KAFKA_", "ARCHIVER_TARGET_KAFKA_"): v for k, v in env.items()} | env
+    kafka = KafkaSettings.from_env(env, prefix="ARCHIVER_TARGET_KAFKA_", flag="--target-bootstrap-servers",
+                                   bootstrap_servers=target_bootstrap_servers)
+    schema_ids = _register_target_schemas(archive, plan, target, target_registry_url) if target_registry_url else {}
+    if exactly_once:
+        checkpoint = republish.KafkaCheckpoint(kafka, checkpoint_name)
+    else:
+        checkpoint = republish.StoreCheckpoint(archive.store, checkpoint_name) if checkpoint_name else None
+    records_per_s, bytes_per_s = replay_mod.parse_rate(rate)
+    limiter = replay_mod.RateLimiter(records_per_s, bytes_per_s) if rate else None
+    total = plan.max_records
+
+    def show(stats):
+        elapsed = max(1e-6, __import__("time").monotonic() - stats.started)
+        eta = (total - stats.records) / (stats.records / elapsed) if stats.records else 0
+        click.echo(f"\rreplayed {stats.records:,}/{total:,} records, {stats.bytes / 1e6:.1f} MB, "
+                   f"ETA {max(0, eta):.0f}s ", nl=False, err=True)
+
+    publisher = republish.Publisher(kafka, target, partitioning, source_topic=selection.topic, lineage=lineage,
+                                    schema_ids=schema_ids, checkpoint=checkpoint, transactional=exactly_once,
+                                    rate=limiter, progress=show if sys.stderr.isatty() else None,
+                                    batch_records=batch_records)
+    publisher.check_original_partitions(p.partition for p in plan.partitions)
+    progress = checkpoint.load() if checkpoint else {}
+    reader = replay_mod.Reader(archive, selection)
+
+    def records():
+        for partition_plan in plan.partitions:
+            yield from reader.records(partition_plan, progress.get(partition_plan.partition, -1))
+
+    stats = publisher.publish(records(), progress)
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    return stats.as_dict() | {"target_topic": target, "files_read": plan.files, "bytes_read": reader.bytes_read}
+
+
+def _register_target_schemas(archive, plan, target, url) -> dict[int, int]:
+    import io
+    import json
+
+    import pyarrow.parquet as pq
+
+    from archiver.codec.registry import Registry
+    from archiver.config import RegistrySettings
+    from archiver.errors import ConfigError
+    from archiver.writer.parquet import writer_schemas_of
+
+    schemas: dict[int, str] = {}
+    for p in plan.partitions:
+        for f in p.files:
+            if set(f.schema_ids) - set(schemas):
+                meta = pq.read_metadata(io.BytesIO(archive.store.get(f.key))).metadata
+                schemas.update(writer_schemas_of(meta))
+    mapping = {}
+    with Registry(RegistrySettings.from_env({"ARCHIVER_SCHEMA_REGISTRY_URL": url})) as registry:
+        for old_id, text in sorted(schemas.items()):
+            if old_id < 0:
+                continue
+            try:
+                mapping[old_id] = registry.register(f"{target}-value", json.loads(text))
+            except Exception as e:
+                raise ConfigError(f"target schema registry rejected schema id {old_id} for subject "
+                                  f"{target}-value: {getattr(e, 'error_message', e)}") from None
+    return mapping
+
+
 def _configure_logging(fmt: str) -> None:
     root = logging.getLogger()
     if root.level > logging.INFO:

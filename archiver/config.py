@@ -45,11 +45,11 @@ class KafkaSettings:
         return conf
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: str | None) -> KafkaSettings:
-        values = _collect(env, "ARCHIVER_KAFKA_", cls.__dataclass_fields__, overrides)
+    def from_env(cls, env: Mapping[str, str] = os.environ, prefix: str = "ARCHIVER_KAFKA_",
+                 flag: str = "--bootstrap-servers", **overrides: str | None) -> KafkaSettings:
+        values = _collect(env, prefix, cls.__dataclass_fields__, overrides)
         if not values.get("bootstrap_servers"):
-            raise ConfigError("kafka.bootstrap_servers is not set (flag --bootstrap-servers or "
-                              "ARCHIVER_KAFKA_BOOTSTRAP_SERVERS)")
+            raise ConfigError(f"kafka.bootstrap_servers is not set (flag {flag} or {prefix}BOOTSTRAP_SERVERS)")
         protocol = values.get("security_protocol", "PLAINTEXT").upper()
         if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             raise ConfigError(f"kafka.security_protocol: unknown protocol {protocol!r}")

@@ -30,13 +30,15 @@ def list_topics(settings: KafkaSettings, timeout: float = 10.0) -> dict[str, int
     return {name: len(t.partitions) for name, t in metadata.topics.items() if not t.error}
 
 
-def ensure_topic(settings: KafkaSettings, name: str, partitions: int, timeout: float = 30.0) -> bool:
-    """Create `name` with `partitions` partitions unless it exists; True when it was created."""
+def ensure_topic(settings: KafkaSettings, name: str, partitions: int, timeout: float = 30.0,
+                 config: dict[str, str] | None = None) -> bool:
+    """Create `name` with `partitions` partitions (and topic `config`) unless it exists; True when created."""
     existing = list_topics(settings, timeout)
     if name in existing:
         return False
     client = admin(settings)  # must outlive the futures
-    futures = client.create_topics([NewTopic(name, partitions, 1)], operation_timeout=timeout)
+    futures = client.create_topics([NewTopic(name, partitions, 1, config=config or {})],
+                                   operation_timeout=timeout)
     try:
         futures[name].result(timeout)
     except KafkaException as e:

@@ -1,0 +1,163 @@
+"""`archiver replay`: archive with `archiver run`, replay, consume the target, compare bytes."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from archiver import demo
+from archiver.source import kafka as source_kafka
+from tests.integration.test_run import ARCHIVER, START_MS, archive_env, kafka, registry, run_archiver  # noqa: F401
+
+
+def replay(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([ARCHIVER, "replay", *args], capture_output=True, text=True, env=env, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"archiver replay failed ({result.returncode}): {result.stderr[-3000:]}")
+    return result
+
+
+def messages(kafka, topic: str, committed_only: bool = False) -> list:
+    if committed_only:
+        consumer = Consumer(kafka.client_config() | {"group.id": "t", "isolation.level": "read_committed",
+                                                     "enable.auto.commit": False})
+        out = []
+        try:
+            meta = consumer.list_topics(topic, timeout=10).topics[topic]
+            ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions}
+            consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                m = consumer.poll(0.5)
+                if m is not None and not m.error():
+                    out.append(m)
+                positions = consumer.position([TopicPartition(topic, p) for p in ends])
+                if all(tp.offset >= ends[tp.partition] for tp in positions):
+                    break
+        finally:
+            consumer.close()
+        return out
+    return list(source_kafka.read_to_end(kafka, topic))
+
+
+def high_watermark(kafka, topic: str) -> int:
+    consumer = Consumer(kafka.client_config() | {"group.id": "t"})
+    try:
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(3))
+    finally:
+        consumer.close()
+
+
+def fingerprint(m) -> tuple:
+    return (m.partition(), m.key(), m.value(), tuple(m.headers() or ()), m.timestamp())
+
+
+@pytest.fixture
+def archived(services, kafka, registry, archive_env, unique):
+    """A topic with demo events, tombstones and repeated headers, archived by `archiver run --once`."""
+    topic = f"{unique}-src"
+    demo.produce(kafka, registry, topic, 1500, partitions=3, start_ms=START_MS, span_ms=3 * 3600_000)
+    producer = source_kafka.producer(kafka)
+    producer.produce(topic, None, b"s-tombstone", partition=1, timestamp=START_MS + 3 * 3600_000,
+                     headers=[("dup", b"1"), ("dup", b"2"), ("empty", b"")])
+    source_kafka.flush(producer)
+    run_archiver(archive_env, "--once", "--topics", topic)
+    return topic
+
+
+def test_replay_is_byte_for_byte_faithful(kafka, archive_env, archived, unique):
+    target = f"{unique}-dst"
+    source_kafka.ensure_topic(kafka, target, 3)
+    result = replay(archive_env, "--topic", archived, "--to-topic", target)
+    assert json.loads(result.stdout)["records"] == 1501
+
+    source = sorted(fingerprint(m) + (m.offset(),) for m in messages(kafka, archived))
+    replayed = sorted(fingerprint(m) + (m.offset(),) for m in messages(kafka, target))
+    assert replayed == source  # same partition, offsets (hence order), key, value bytes, headers, timestamp
+
+
+def test_time_range_and_key_selection(kafka, archive_env, archived, unique):
+    source = messages(kafka, archived)
+    key = source[10].key()
+    start, end = START_MS + 3600_000, START_MS + 2 * 3600_000
+    target = f"{unique}-dst"
+    source_kafka.ensure_topic(kafka, target, 3)
+    replay(archive_env, "--topic", archived, "--to-topic", target, "--from", "2025-11-24T17:00:00Z",
+           "--to", "2025-11-24T18:00:00+00:00", "--key", key.decode())
+
+    expected = sorted(fingerprint(m) for m in source if m.key() == key and start <= m.timestamp()[1] < end)
+    assert expected and sorted(fingerprint(m) for m in messages(kafka, target)) == expected
+
+
+def test_where_predicate_and_keyed_repartitioning(kafka, archive_env, archived, unique):
+    target = f"{unique}-dst"
+    source_kafka.ensure_topic(kafka, target, 5)
+    replay(archive_env, "--topic", archived, "--to-topic", target, "--where", "country = 'FR'",
+           "--partitioning", "key")
+    from archiver.partitioner import partition_for_key
+
+    replayed = messages(kafka, target)
+    fr = [e for e in demo.events(1500, START_MS, 3 * 3600_000) if e.value["country"] == "FR"]
+    assert len(replayed) == len(fr) > 0
+    assert all(m.partition() == partition_for_key(m.key(), 5) for m in replayed)
+    by_key = collections.defaultdict(list)  # a key's records keep their original (offset = time) order
+    for m in sorted(replayed, key=lambda m: (m.partition(), m.offset())):
+        by_key[m.key()].append(m.timestamp()[1])
+    assert all(stamps == sorted(stamps) for stamps in by_key.values())
+
+
+def test_dry_run_prints_the_plan_and_produces_nothing(kafka, archive_env, archived, unique):
+    target = f"{unique}-dst"
+    source_kafka.ensure_topic(kafka, target, 3)
+    result = replay(archive_env, "--topic", archived, "--to-topic", target, "--dry-run", "--partitions", "1")
+    plan = json.loads(result.stdout)
+    assert set(plan["partitions"]) == {"1"} and plan["files"] > 0 and plan["target_topic"] == target
+    assert messages(kafka, target) == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--topic", "nope", "--to-topic", "x"], "topic 'nope' is not in the archive"),
+    (["--topic", "{src}"], "name the target: --to-topic T, or --to-original"),
+    (["--topic", "{src}", "--to-topic", "missing-target-topic"], "target topic 'missing-target-topic' does not exist"),
+    (["--topic", "{src}", "--to-topic", "x", "--from", "yesterday"], "--from: 'yesterday' is not an ISO-8601 time"),
+    (["--topic", "{src}", "--to-topic", "x", "--from", "-1h", "--to", "-2h"], "is not before --to"),
+    (["--topic", "{src}", "--to-topic", "x", "--key", "no-such-key", "--partitions", "9"], "matches no archived"),
+])
+def test_bad_input_is_one_line_with_exit_2(archive_env, archived, args, message):
+    result = replay(archive_env, *[a.format(src=archived) for a in args], check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("archiver: error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("exactly_once", [False, True])
+def test_resume_after_kill_9_mid_replay(kafka, archive_env, archived, unique, exactly_once):
+    target = f"{unique}-dst"
+    source_kafka.ensure_topic(kafka, target, 3)
+    args = ["--topic", archived, "--to-topic", target, "--checkpoint", unique, "--checkpoint-every", "100"]
+    args += ["--exactly-once"] if exactly_once else []
+    proc = subprocess.Popen([ARCHIVER, "replay", *args, "--rate", "400"], env=archive_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and high_watermark(kafka, target) < 300:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 300 <= high_watermark(kafka, target) < 1501  # killed mid-replay
+    replay(archive_env, *args)
+
+    source = collections.Counter(fingerprint(m) for m in messages(kafka, archived))
+    replayed = collections.Counter(fingerprint(m) for m in messages(kafka, target, committed_only=exactly_once))
+    assert set(replayed) == set(source)
+    duplicates = sum(replayed.values()) - sum(source.values())
+    if exactly_once:
+        assert duplicates == 0
+    else:
+        assert 0 <= duplicates <= 100  # at most one unsaved batch (--checkpoint-every) is sent again
