@@ -88,6 +88,27 @@ def demo(bootstrap_servers, schema_registry_url, archive_url, topic, count, part
     shown = ("event_type", "session_id", "url", "device", "_kafka_partition", "_kafka_offset", "_kafka_timestamp",
              "_kafka_headers")
     click.echo("4. one archived row: " + ", ".join(f"{k}={row[k]!s}" for k in shown))
+    _demo_replay(settings, archive, topic, partitions)
+
+
+def _demo_replay(settings, archive, topic: str, partitions: int) -> None:
+    """Replay the last 30 minutes of the demo topic into <topic>-replay and compare with the source."""
+    import time
+
+    from archiver import replay as replay_mod
+    from archiver import republish
+    from archiver.source import kafka as source_kafka
+
+    target = f"{topic}-replay"
+    source_kafka.ensure_topic(settings.kafka, target, partitions)
+    now = int(time.time() * 1000)
+    selection = replay_mod.Selection(topic, start_ms=now - 30 * 60_000, end_ms=now)
+    plan = replay_mod.plan(archive, selection)
+    reader = replay_mod.Reader(archive, selection)
+    publisher = republish.Publisher(settings.kafka, target, "original", source_topic=topic)
+    stats = publisher.publish((r for p in plan.partitions for r in reader.records(p)), {})
+    click.echo(f"5. archiver replay --topic {topic} --from -30m --to now --to-topic {target}: "
+               f"{stats.records} records re-published ({plan.files} files read) in {stats.as_dict()['seconds']}s")
 
 
 def _run_options(fn):

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from archiver import layout
+from archiver.codec.arrow import nullable_schema
 from archiver.codec.values import Run, ValueDecoder
 from archiver.config import TopicSettings
 from archiver.errors import TerminalError, TransientError
@@ -184,16 +185,8 @@ class Sink:
         def pick(values):
             return values if rows is None else [values[i] for i in rows]
 
-        keys = pick(f.keys)
-        meta = parquet.metadata_table(owned.buffer.partition, pick(f.offsets), pick(f.stamps), keys,
-                                      pick(f.headers), run.schema_id)
-        if owned.settings.key_format == "string":
-            meta = meta.append_column("_key", pc.cast(meta["_kafka_key"], pa.string(), safe=False))
-        if run.table is None:
-            return meta
-        values = run.table.cast(_all_nullable(run.table.schema))  # tombstone rows null whole structs
-        return pa.Table.from_arrays(values.columns + meta.columns,
-                                    schema=pa.schema(list(values.schema) + list(meta.schema)))
+        return archived_rows(run, owned.buffer.partition, pick(f.offsets), pick(f.stamps), pick(f.keys),
+                             pick(f.headers), owned.settings.key_format)
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -366,35 +359,32 @@ class Sink:
         self.owned.pop((owned.buffer.topic, owned.buffer.partition), None)
 
 
-def _all_nullable(schema: pa.Schema) -> pa.Schema:
-    return pa.schema([_nullable(f) for f in schema], metadata=schema.metadata)
+def archived_rows(run: Run, partition: int, offsets: list[int], stamps: list[tuple[int, int]],
+                  keys: list[bytes | None], headers: list, key_format: str = "bytes") -> pa.Table:
+    """The rows a file stores for one decoded run: value columns, then the Kafka metadata columns."""
+    meta = parquet.metadata_table(partition, offsets, stamps, keys, headers, run.schema_id)
+    if key_format == "string":
+        meta = meta.append_column("_key", _keys_as_text(meta["_kafka_key"]))
+    if run.table is None:
+        return meta
+    values = run.table.cast(nullable_schema(run.table.schema))  # tombstone rows null whole structs
+    return pa.Table.from_arrays(values.columns + meta.columns,
+                                schema=pa.schema(list(values.schema) + list(meta.schema)))
 
 
-def _nullable(f: pa.Field) -> pa.Field:
-    t = f.type
-    if pa.types.is_struct(t):
-        t = pa.struct([_nullable(t.field(i)) for i in range(t.num_fields)])
-    elif pa.types.is_list(t):
-        t = pa.list_(_nullable(t.value_field))
-    elif pa.types.is_map(t):
-        t = pa.map_(t.key_field, _nullable(t.item_field))
-    return f.with_type(t).with_nullable(True)
+def _keys_as_text(keys: pa.ChunkedArray) -> pa.Array:
+    """Keys as UTF-8 strings; a key that is not valid UTF-8 gets a null `_key` (its bytes stay in _kafka_key)."""
+    try:
+        return pc.cast(keys, pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([_utf8_or_none(k) for k in keys.to_pylist()], pa.string())
 
 
-@dataclass
-class _Fields:
-    """The message fields a segment needs, read once into Python lists."""
-
-    offsets: list[int]
-    stamps: list[tuple[int, int]]
-    keys: list[bytes | None]
-    headers: list[list | None]
-    values: list[bytes | None]
-
-    @classmethod
-    def of(cls, messages: Sequence) -> _Fields:
-        return cls([m.offset() for m in messages], [m.timestamp() for m in messages],
-                   [m.key() for m in messages], [m.headers() for m in messages], [m.value() for m in messages])
+def _utf8_or_none(key: bytes | None) -> str | None:
+    try:
+        return key.decode("utf-8") if key is not None else None
+    except UnicodeDecodeError:
+        return None
 
 
 def _ms(value: pa.Scalar) -> int | None:

@@ -210,6 +210,29 @@ def _build(values: list, rows: list[int], struct: pa.StructType
     return pa.array([value for value, _ in kept], type=struct), [index for _, index in kept], bad
 
 
+def nullable_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` with every field, nested ones included, nullable.
+
+    Archived files use it: a tombstone (or a null optional record) nulls a whole struct, and
+    Parquet then hands back null children even where the Avro type has none.
+    """
+    return pa.schema([_nullable_field(f) for f in schema], metadata=schema.metadata)
+
+
+def _nullable_field(f: pa.Field) -> pa.Field:
+    return f.with_type(_nullable_type(f.type)).with_nullable(True)
+
+
+def _nullable_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_struct(t):
+        return pa.struct([_nullable_field(t.field(i)) for i in range(t.num_fields)])
+    if pa.types.is_map(t):
+        return pa.map_(t.key_field, _nullable_field(t.item_field))
+    if pa.types.is_list(t):
+        return pa.list_(_nullable_field(t.value_field))
+    return t
+
+
 def _storage_rows(table: pa.Table | pa.RecordBatch, codec: _Codec) -> list[dict]:
     """The rows of `table` as dicts, with times and dates as integers (exact, no datetime)."""
     if isinstance(table, pa.RecordBatch):
@@ -220,7 +243,8 @@ def _storage_rows(table: pa.Table | pa.RecordBatch, codec: _Codec) -> list[dict]
     if missing:
         raise ConfigError(f"the table has no column for the Avro field(s) {', '.join(missing)}")
     columns = []
-    for field, storage in zip(codec.schema, codec.storage):
+    target, storage_schema = nullable_schema(codec.schema), nullable_schema(codec.storage)
+    for field, storage in zip(target, storage_schema):
         column = table.column(field.name)
         try:  # only what differs: pyarrow 26 corrupts a list<null> cast even to its own type
             column = column if column.type == field.type else column.cast(field.type)
@@ -228,7 +252,7 @@ def _storage_rows(table: pa.Table | pa.RecordBatch, codec: _Codec) -> list[dict]
             raise ConfigError(f"column {field.name!r} does not fit the Avro schema: {_reason(exc)}") from exc
         columns.append(pa.chunked_array([_as_storage(chunk, storage.type) for chunk in column.chunks],
                                         type=storage.type))
-    return pa.Table.from_arrays(columns, schema=codec.storage).to_pylist()
+    return pa.Table.from_arrays(columns, schema=storage_schema).to_pylist()
 
 
 def _as_storage(array: pa.Array, storage: pa.DataType) -> pa.Array:

@@ -33,6 +33,7 @@ def test_demo_command_produces_archives_and_shows_the_archive(services, unique):
     assert result.returncode == 0, result.stderr
     assert "archiver run --once: 200 records in" in result.stdout
     assert f"now holds 200 records of {unique!r}" in result.stdout
+    assert f"--to-topic {unique}-replay: " in result.stdout and "records re-published" in result.stdout
 
 
 def test_config_prints_the_resolved_settings_with_secrets_masked(tmp_path):

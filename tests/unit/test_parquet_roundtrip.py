@@ -2,12 +2,14 @@
 
 Values are framed in the Confluent wire format, decoded by `ValueDecoder` (the native decoder
 when it takes the schema, the reference when `native_allowed=False`), joined to the Kafka
-metadata columns as `Sink._with_metadata` joins them, written by `writer.parquet.encode` and
-read back with pyarrow. The writer schema recovered from the file must re-encode every row to
-the bytes the producer wrote, and the metadata columns must hold what went in.
+metadata columns by `sink.archived_rows` (what `Sink._with_metadata` calls), written by
+`writer.parquet.encode` and read back with pyarrow. The writer schema recovered from the file
+must re-encode every row to the bytes the producer wrote, and the metadata columns must hold
+what went in.
 
 The random schemas leave out the features of the known failures at the end of this module;
-those are pinned there as strict xfails, one minimal schema and datum each.
+those are pinned there as strict xfails, one minimal schema and datum each, next to the edge
+cases that failed before and now pass.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import json
 import logging
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import assume, event, given, settings
@@ -28,8 +29,8 @@ from archiver import demo
 from archiver.codec import native, wire
 from archiver.codec.arrow import encode_rows
 from archiver.codec.values import Run, ValueDecoder
-from archiver.errors import ConfigError, NotFound
-from archiver.sink import _all_nullable, _in_offset_order
+from archiver.errors import NotFound
+from archiver.sink import _in_offset_order, archived_rows
 from archiver.writer import parquet
 from tests.unit.test_codec_arrow import avro, datums, faithfully_written, record, schemas
 
@@ -53,50 +54,43 @@ class FakeRegistry:
 # --- generated schemas, datums and Kafka metadata --------------------------------------------
 
 
-def known_failures(schema, named: dict, tombstones: bool) -> set[str]:
+def known_failures(schema, named: dict) -> set[str]:
     """The features of `schema` that hit a known failure (see the xfails at the end)."""
     found = set()
-    for sub, context in _parts(schema, named, None, set()):
-        if not isinstance(sub, dict) or context is None:
-            continue
-        kind = sub["type"]
+    for sub in _nested(schema, named):
+        kind = sub["type"] if isinstance(sub, dict) else None
         if kind == "fixed" and sub["size"] == 0:
             found.add("fixed of size 0")
         if kind == "record" and not sub["fields"]:
             found.add("nested record without fields")
-        if (kind, sub.get("items", sub.get("values"))) in (("array", "null"), ("map", "null")):
+        if (kind, sub.get("items", sub.get("values")) if kind else None) in (("array", "null"), ("map", "null")):
             found.add("array or map of null")
-        if kind == "record" and ("union" in context or tombstones and "collection" not in context):
-            found.add("record that can be null")
     return found
 
 
-def _parts(schema, named: dict, context: frozenset | None, seen: set):
-    """Every sub-schema with what it is inside of ("union", "collection"; None: the top level)."""
-    if isinstance(schema, str) and schema in named:
-        if schema in seen:
-            return
-        seen.add(schema)
-        schema = named[schema]
-    yield schema, context
-    inner = context or frozenset()
+def _nested(schema, named: dict, path: frozenset = frozenset()):
+    """Every sub-schema below the top-level record, named types resolved where they are used."""
     if isinstance(schema, str):
-        return
+        if schema not in named or schema in path:
+            return
+        path, schema = path | {schema}, named[schema]
+    if path:
+        yield schema
     if isinstance(schema, list):
-        for branch in schema:
-            yield from _parts(branch, named, inner | {"union"}, seen)
+        children = schema
     elif schema["type"] == "record":
-        for f in schema["fields"]:
-            yield from _parts(f["type"], named, inner, seen)
-    elif schema["type"] in ("array", "map"):
-        yield from _parts(schema.get("items", schema.get("values")), named, inner | {"collection"}, seen)
+        path, children = path | {schema["name"]}, [f["type"] for f in schema["fields"]]
+    else:
+        children = [schema[k] for k in ("items", "values") if k in schema]
+    for child in children:
+        yield from _nested(child, named, path)
 
 
 @st.composite
-def cases(draw, tombstones: bool = False):
+def cases(draw):
     """(schema, datum bytes) for a random schema, without the known failures' features."""
     schema, named = draw(schemas())
-    assume(not known_failures(schema, named, tombstones))
+    assume(not known_failures(schema, named))
     values = draw(st.lists(datums(schema, named), min_size=1, max_size=3))
     originals = [faithfully_written(schema, value) for value in values]
     assume(None not in originals)
@@ -132,19 +126,12 @@ def plain_fields(n: int, keys=None) -> dict:
 
 
 def with_metadata(run: Run, fields: dict, rows: list[int] | None, key_format: str) -> pa.Table:
-    """`Sink._with_metadata`, with the message fields as lists."""
+    """What `Sink._with_metadata` gives, with the message fields as lists."""
     def pick(values):
         return values if rows is None else [values[i] for i in rows]
 
-    meta = parquet.metadata_table(fields["partition"], pick(fields["offsets"]), pick(fields["stamps"]),
-                                  pick(fields["keys"]), pick(fields["headers"]), run.schema_id)
-    if key_format == "string":
-        meta = meta.append_column("_key", pc.cast(meta["_kafka_key"], pa.string(), safe=False))
-    if run.table is None:
-        return meta
-    values = run.table.cast(_all_nullable(run.table.schema))
-    return pa.Table.from_arrays(values.columns + meta.columns,
-                                schema=pa.schema(list(values.schema) + list(meta.schema)))
+    return archived_rows(run, fields["partition"], pick(fields["offsets"]), pick(fields["stamps"]),
+                         pick(fields["keys"]), pick(fields["headers"]), key_format)
 
 
 def archive(values: list[bytes | None], fields: dict, decoder: ValueDecoder, key_format: str) -> bytes:
@@ -245,7 +232,7 @@ def test_random_datums_come_back_byte_for_byte(native_allowed, case, schema_id, 
 
 @PATHS
 @EXAMPLES
-@given(cases(tombstones=True), schema_ids(), st.integers(1, 3), st.data())
+@given(cases(), schema_ids(), st.integers(1, 3), st.data())
 def test_tombstones_interleaved_come_back_as_none(native_allowed, case, schema_id, tombstones, data):
     schema, originals = case
     note_decoder(schema, native_allowed)
@@ -269,11 +256,7 @@ def test_a_file_of_tombstones_only_has_the_metadata_columns(count, data):
 
 @PATHS
 @pytest.mark.parametrize("key_format", ["bytes", "string"])
-@pytest.mark.parametrize("with_tombstones", [
-    False,
-    pytest.param(True, marks=pytest.mark.xfail(strict=True, raises=ConfigError, reason=(
-        "tombstones null the non-nullable `device` record; " + "see test_known_failures[nested record, tombstone]"))),
-], ids=["values", "tombstones"])
+@pytest.mark.parametrize("with_tombstones", [False, True], ids=["values", "tombstones"])
 def test_demo_events_come_back_byte_for_byte(native_allowed, key_format, with_tombstones):
     schema_id = 12
     events = list(demo.events(300, 1_764_000_000_000, 3 * 3600_000, seed=11))
@@ -301,13 +284,12 @@ def test_a_string_key_column_holds_the_decoded_keys():
     assert meta["_key"].to_pylist() == ["s-1", None, "clé", ""]
 
 
-# --- known failures --------------------------------------------------------------------------
+# --- edge schemas: fixed failures and known ones ---------------------------------------------
 
 INNER = record(("x", "int"), name="Inner")
 WRITE_FAILS = "the sink cannot write the file"
-REENCODE_FAILS = ("encode_rows cannot re-encode the archived rows: Parquet gives null children under a "
-                  "null struct (after the sink's _all_nullable cast), and casting back to the non-nullable "
-                  "Avro field type rejects them")
+NULL_LIST_CAST = ("sink.archived_rows' nullable_schema cast builds an invalid table (pyarrow 26 list<null> "
+                  "cast), so the sink cannot ingest the message")
 
 
 def known_failure(raises, reason: str):
@@ -324,32 +306,27 @@ def known_failure(raises, reason: str):
                                      f"{WRITE_FAILS}: Parquet cannot write a struct with no child field")),
     pytest.param(record(("a", {"type": "array", "items": "null"})), [{"a": [None, None]}],
                  id="array of null, two items",
-                 marks=known_failure(pa.ArrowInvalid, "Sink._with_metadata's _all_nullable cast builds an "
-                                                      "invalid table (pyarrow 26 list<null> cast)")),
+                 marks=known_failure(pa.ArrowInvalid, NULL_LIST_CAST)),
     pytest.param(record(("m", {"type": "map", "values": "null"})), [{"m": {"a": None, "b": None}}],
                  id="map of null, two entries",
-                 marks=known_failure(pa.ArrowInvalid, "Sink._with_metadata's _all_nullable cast builds an "
-                                                      "invalid table (pyarrow 26 list<null> cast)")),
-    pytest.param(record(("r", ["null", INNER])), [{"r": None}], id="optional record, null",
-                 marks=known_failure(ConfigError, REENCODE_FAILS)),
-    pytest.param(record(("u", [INNER, "string"])), [{"u": "s"}], id="union of a record, other branch",
-                 marks=known_failure(ConfigError, REENCODE_FAILS)),
+                 marks=known_failure(pa.ArrowInvalid, NULL_LIST_CAST)),
+    # A null struct over non-nullable fields: Parquet gives its children back null.
+    pytest.param(record(("r", ["null", INNER])), [{"r": None}], id="optional record, null"),
+    pytest.param(record(("u", [INNER, "string"])), [{"u": "s"}], id="union of a record, other branch"),
     pytest.param(record(("a", {"type": "array", "items": ["null", INNER]})), [{"a": [None]}],
-                 id="array of optional records, a null item", marks=known_failure(ConfigError, REENCODE_FAILS)),
-    pytest.param(record(("r", INNER)), [None, {"r": {"x": 1}}], id="nested record, tombstone",
-                 marks=known_failure(ConfigError, REENCODE_FAILS)),
+                 id="array of optional records, a null item"),
+    pytest.param(record(("r", INNER)), [None, {"r": {"x": 1}}], id="nested record, tombstone"),
 ])
-def test_known_failures(native_allowed, schema, values):
+def test_edge_schemas(native_allowed, schema, values):
     originals = [None if v is None else avro(schema, v) for v in values]
     restored, _ = roundtrip(schema, 1, originals, plain_fields(len(values)), native_allowed)
     assert restored == originals
 
 
-@pytest.mark.xfail(strict=True, raises=pa.ArrowInvalid,
-                   reason="key_format = string archives a non-UTF-8 key as invalid UTF-8 in _key "
-                          "(pc.cast(..., safe=False)): the file does not validate, to_pylist raises")
 def test_a_key_that_is_not_utf8_with_key_format_string():
     schema = record(("a", "int"))
-    originals = [avro(schema, {"a": 1})]
-    restored, meta = roundtrip(schema, 1, originals, plain_fields(1, [b"\xff"]), True, "string")
+    originals = [avro(schema, {"a": 1}), avro(schema, {"a": 2})]
+    restored, meta = roundtrip(schema, 1, originals, plain_fields(2, [b"\xff", b"ok"]), True, "string")
     assert restored == originals
+    assert meta["_key"].to_pylist() == [None, "ok"]  # not text: null, its bytes stay in _kafka_key
+    assert meta["_kafka_key"].to_pylist() == [b"\xff", b"ok"]
