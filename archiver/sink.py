@@ -359,6 +359,22 @@ class Sink:
         self.owned.pop((owned.buffer.topic, owned.buffer.partition), None)
 
 
+@dataclass
+class _Fields:
+    """The message fields a segment needs, read once into Python lists."""
+
+    offsets: list[int]
+    stamps: list[tuple[int, int]]
+    keys: list[bytes | None]
+    headers: list[list | None]
+    values: list[bytes | None]
+
+    @classmethod
+    def of(cls, messages: Sequence) -> _Fields:
+        return cls([m.offset() for m in messages], [m.timestamp() for m in messages],
+                   [m.key() for m in messages], [m.headers() for m in messages], [m.value() for m in messages])
+
+
 def archived_rows(run: Run, partition: int, offsets: list[int], stamps: list[tuple[int, int]],
                   keys: list[bytes | None], headers: list, key_format: str = "bytes") -> pa.Table:
     """The rows a file stores for one decoded run: value columns, then the Kafka metadata columns."""

@@ -247,7 +247,7 @@ def _storage_rows(table: pa.Table | pa.RecordBatch, codec: _Codec) -> list[dict]
     for field, storage in zip(target, storage_schema):
         column = table.column(field.name)
         try:  # only what differs: pyarrow 26 corrupts a list<null> cast even to its own type
-            column = column if column.type == field.type else column.cast(field.type)
+            column = column if _nullable_type(column.type) == field.type else column.cast(field.type)
         except (pa.ArrowException, ValueError) as exc:
             raise ConfigError(f"column {field.name!r} does not fit the Avro schema: {_reason(exc)}") from exc
         columns.append(pa.chunked_array([_as_storage(chunk, storage.type) for chunk in column.chunks],
