@@ -1,0 +1,74 @@
+"""Benchmark `archiver replay`: real S3 archive → real Kafka broker.
+
+Archives a topic once with `archiver run --once` (or reuses --archive-url), then replays it into
+fresh target topics several times and prints medians of records/s, MB/s (value + key bytes
+produced), records per CPU-second of the replay process and peak RSS.
+
+    infra/services up && eval "$(infra/services env)"
+    .venv/bin/python bench/sink.py --records 1000000 --runs 1 --baseline-runs 0   # makes a topic
+    .venv/bin/python bench/replay.py --topic bench-1000000-xxxxxx --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from archiver.config import KafkaSettings
+from archiver.source import kafka as source_kafka
+
+ARCHIVER = str(Path(sys.executable).parent / "archiver")
+
+
+def timed(argv: list[str], env: dict) -> tuple[float, float, float, str]:
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if status != 0:
+        raise SystemExit(f"{argv[1]} failed: {err[-2000:]}")
+    return time.monotonic() - started, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--archive-url", help="an archive already holding --topic")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    env = dict(os.environ)
+    if args.archive_url:
+        env["ARCHIVER_ARCHIVE_URL"] = args.archive_url
+    else:
+        bucket = env["ARCHIVER_ARCHIVE_URL"].removeprefix("s3://").split("/")[0]
+        env["ARCHIVER_ARCHIVE_URL"] = f"s3://{bucket}/bench-replay/{uuid.uuid4().hex[:8]}"
+        wall, _, _, out = timed([ARCHIVER, "run", "--once", "--topics", args.topic],
+                                env | {"ARCHIVER_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}"})
+        print(f"archived {args.topic} in {wall:.1f}s: {out.strip()}")
+    kafka = KafkaSettings.from_env(env)
+    partitions = source_kafka.list_topics(kafka)[args.topic]
+    samples = []
+    for _ in range(args.runs):
+        target = f"{args.topic}-replay-{uuid.uuid4().hex[:6]}"
+        source_kafka.ensure_topic(kafka, target, partitions)
+        wall, cpu, rss, out = timed([ARCHIVER, "replay", "--topic", args.topic, "--to-topic", target], env)
+        summary = json.loads(out)
+        samples.append({"wall": wall, "cpu": cpu, "rss": rss, "records": summary["records"],
+                        "bytes": summary["bytes"]})
+        print(f"  run: {summary['records']:,} records in {wall:.1f}s wall, {cpu:.1f} CPU-s, {rss:.0f} MB RSS")
+    med = lambda k: statistics.median(s[k] for s in samples)  # noqa: E731
+    records = samples[0]["records"]
+    print(f"replay: records/s={records / med('wall'):,.0f} MB/s={samples[0]['bytes'] / 1e6 / med('wall'):.1f} "
+          f"records/CPU-s={records / med('cpu'):,.0f} peak_rss_mb={med('rss'):.0f} (median of {len(samples)})")
+
+
+if __name__ == "__main__":
+    main()
