@@ -157,7 +157,7 @@ def plan(archive: Archive, selection: Selection) -> Plan:
     return result
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     """One record to re-publish."""
 
@@ -239,11 +239,20 @@ class Reader:
         partitions = table["_kafka_partition"].to_pylist()
         offsets = table["_kafka_offset"].to_pylist()
         keys = table["_kafka_key"].to_pylist()
-        headers = table["_kafka_headers"].to_pylist()
         stamps = pc.cast(table["_kafka_timestamp"], pa.int64()).to_pylist()
+        headers = _header_lists(table["_kafka_headers"])
         for i, offset in enumerate(offsets):
-            yield Record(partitions[i], offset, keys[i], values[i],
-                         [(h["key"], h["value"]) for h in headers[i] or ()], stamps[i])
+            yield Record(partitions[i], offset, keys[i], values[i], headers[i], stamps[i])
+
+
+def _header_lists(column: pa.ChunkedArray) -> list[list[tuple[str, bytes]]]:
+    """Per row, its headers as (key, value) tuples, from the flat child arrays (no per-header dicts)."""
+    array = column.combine_chunks()
+    start = array.offsets[0].as_py()
+    bounds = [o - start for o in array.offsets.to_pylist()]
+    entries = array.values.slice(start, bounds[-1])
+    pairs = list(zip(entries.field("key").to_pylist(), entries.field("value").to_pylist()))
+    return [pairs[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def _encode_values(table: pa.Table, schemas: dict[int, str]) -> list[bytes | None]:
