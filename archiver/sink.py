@@ -133,7 +133,11 @@ class Sink:
             self.stats.duplicates_skipped += len(messages) - len(fresh)
             messages = fresh
         for segment in _schema_segments(messages):
-            self._ingest_segment(owned, segment)
+            try:
+                self._ingest_segment(owned, segment)
+            except pa.ArrowException as e:  # a decoded value Arrow cannot hold as archived
+                raise TerminalError(f"cannot archive {topic}[{partition}] offsets {segment[0].offset()}.."
+                                    f"{segment[-1].offset()}: {' '.join(str(e).split())}") from e
             if owned.pending is not None:
                 return
 
@@ -292,8 +296,11 @@ class Sink:
             offsets = table["_kafka_offset"]
             key = layout.DataKey(buffer.topic, buffer.partition, pc.min(offsets).as_py(), ledger.epoch,
                                  directories).format()
-            data = parquet.encode(table, buffer.schema_ids, owned.settings.compression,
-                                  owned.settings.compression_level)
+            try:
+                data = parquet.encode(table, buffer.schema_ids, owned.settings.compression,
+                                      owned.settings.compression_level)
+            except (pa.ArrowException, OSError) as e:  # e.g. Avro fixed(0) or an empty record
+                raise TerminalError(f"cannot write Parquet for {key}: {' '.join(str(e).split())}") from e
             stamps = pc.min_max(table["_kafka_timestamp"])
             ids = sorted({i for i in table["_schema_id"].unique().to_pylist() if i is not None})
             files.append(FileEntry(key, table.num_rows, len(data), hashlib.sha256(data).hexdigest(),

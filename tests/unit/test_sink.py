@@ -259,3 +259,13 @@ def test_json_log_lines():
     record = logging.LogRecord("archiver.sink", logging.INFO, __file__, 1, "committed %s[%d]", ("t", 3), None)
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "committed t[3]" and line["level"] == "INFO" and line["logger"] == "archiver.sink"
+
+
+def test_a_value_parquet_cannot_store_stops_with_one_line(store):
+    schema = {"type": "record", "name": "R", "fields": [{"name": "f", "type": {"type": "fixed", "name": "E", "size": 0}}]}
+    h = Harness(store, registry=FakeRegistry({4: schema}))
+    h.sink.assign("t", 0)
+    h.sink.ingest("t", 0, [FakeMessage("t", 0, 0, b"k", b"\x00\x00\x00\x00\x04", 1)])
+    with pytest.raises(TerminalError, match=r"cannot write Parquet for topic=t/.*FIXED_LEN_BYTE_ARRAY"):
+        h.sink.flush("t", 0, Rotation.END)
+    assert h.committed == {}
