@@ -165,3 +165,23 @@ def test_resume_after_kill_9_mid_replay(kafka, archive_env, archived, unique, ex
         assert duplicates == 0
     else:
         assert 0 <= duplicates <= 100  # at most one unsaved batch (--checkpoint-every) is sent again
+
+
+def test_lineage_headers_and_target_registry(services, kafka, registry, archive_env, archived, unique):
+    target = f"{unique}-dst"
+    source_kafka.ensure_topic(kafka, target, 3)
+    replay(archive_env, "--topic", archived, "--to-topic", target, "--partitions", "2", "--add-lineage-headers",
+           "--target-schema-registry-url", services.registry_url)
+    target_id = registry.register(f"{target}-value", demo.SCHEMA)  # already there: the id replay used
+    source = {(m.partition(), m.offset()): m for m in messages(kafka, archived) if m.partition() == 2}
+    replayed = messages(kafka, target)
+    assert len(replayed) == len(source) > 0
+    for m in replayed:
+        headers = m.headers()
+        lineage = dict(headers[-3:])
+        original = source[(int(lineage["archiver.source.partition"]), int(lineage["archiver.source.offset"]))]
+        assert lineage["archiver.source.topic"] == archived.encode()
+        assert headers[:-3] == (original.headers() or [])
+        if original.value() is not None:
+            assert m.value()[5:] == original.value()[5:]
+            assert int.from_bytes(m.value()[1:5], "big") == target_id
