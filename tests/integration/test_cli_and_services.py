@@ -1,12 +1,13 @@
 """The installed command line and infra/services' handling of bad input."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import SERVICES
+from tests.conftest import SERVICES, _free_ports
 
 ARCHIVER = str(Path(sys.executable).parent / "archiver")
 
@@ -76,3 +77,21 @@ def test_services_up_with_a_busy_port_fails_in_one_line_and_starts_nothing(tmp_p
         "free it or set the ARCHIVER_*_PORT variables (see infra/services env)"
     ] or "kafka: port" in result.stderr
     assert not list(tmp_path.glob("*/pid"))
+
+
+def test_services_up_without_maven_says_so_in_one_line(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    python = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"], capture_output=True,
+                            text=True, check=True).stdout.strip()  # the interpreter, not a version-manager shim
+    (bin_dir / "python3").symlink_to(python)
+    for tool in ("sh", "java"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "ARCHIVER_STATE_DIR": str(tmp_path / "state"),
+           "ARCHIVER_CACHE_DIR": str(tmp_path / "empty-cache"), "ARCHIVER_KAFKA_PORT": "0"}
+    env["ARCHIVER_KAFKA_PORT"], env["ARCHIVER_KAFKA_CONTROLLER_PORT"] = map(str, _free_ports(2))
+    result = subprocess.run([str(SERVICES), "up", "kafka"], capture_output=True, text=True, env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "infra/services up: Maven (mvn) not found on PATH; it fetches the Kafka jars from Maven Central")
+    assert not list((tmp_path / "state").glob("*/pid"))
