@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -21,15 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from archiver import layout
 from archiver.archive import Archive
 from archiver.codec import arrow as avro_arrow
 from archiver.codec import wire
 from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry
-from archiver.writer.parquet import METADATA_COLUMNS, writer_schemas_of
-
-logger = logging.getLogger(__name__)
+from archiver.writer.parquet import writer_schemas_of
 
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -271,10 +267,6 @@ def _encode_values(table: pa.Table, schemas: dict[int, str]) -> list[bytes | Non
     return values
 
 
-def value_columns(table: pa.Table) -> list[str]:
-    return [c for c in table.column_names if c not in METADATA_COLUMNS and c != "_key"]
-
-
 class RateLimiter:
     """At most `records_per_s` records and `bytes_per_s` bytes per second (0: unlimited)."""
 
@@ -306,7 +298,3 @@ def parse_rate(text: str | None) -> tuple[float, float]:
     if unit in ("", "RPS"):
         return number, 0.0
     return 0.0, number * {"KB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
-
-
-def key_bucket_of(key: bytes, buckets: int) -> int:
-    return layout.key_bucket(key, buckets)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import signal
 import subprocess
 import time
@@ -14,7 +13,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from archiver import demo
 from archiver.source import kafka as source_kafka
-from tests.integration.test_run import ARCHIVER, START_MS, archive_env, kafka, registry, run_archiver  # noqa: F401
+from tests.integration.test_run import ARCHIVER, START_MS, run_archiver
 
 
 def replay(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:

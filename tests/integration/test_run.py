@@ -9,12 +9,10 @@ import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pytest
 
 from archiver import demo, layout
 from archiver.archive import Archive
-from archiver.codec.registry import Registry
-from archiver.config import KafkaSettings, RegistrySettings
+from archiver.config import KafkaSettings
 from archiver.source import kafka as source_kafka
 from archiver.store import open_store
 
@@ -27,24 +25,6 @@ def run_archiver(env: dict, *args: str, check: bool = True, timeout: float = 300
     if check and result.returncode != 0:
         raise AssertionError(f"archiver run failed ({result.returncode}): {result.stderr[-3000:]}")
     return result
-
-
-@pytest.fixture
-def kafka(services) -> KafkaSettings:
-    return KafkaSettings.from_env(services.env)
-
-
-@pytest.fixture
-def registry(services):
-    with Registry(RegistrySettings.from_env(services.env)) as registry:
-        yield registry
-
-
-@pytest.fixture
-def archive_env(services, unique) -> dict:
-    """Environment for `archiver run` archiving into a fresh prefix of the real bucket."""
-    return os.environ | services.env | {"ARCHIVER_ARCHIVE_URL": f"s3://{services.bucket}/{unique}",
-                                        "ARCHIVER_GROUP_ID": f"archiver-{unique}"}
 
 
 def source_offsets(kafka: KafkaSettings, topic: str) -> dict[int, set[int]]:

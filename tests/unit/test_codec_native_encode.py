@@ -1,0 +1,352 @@
+"""The native encoder gives exactly the bytes the reference encoder (codec.arrow) gives.
+
+Datums are written by fastavro (the producer), decoded by the reference into an Arrow table,
+made all-nullable as the archive stores it, and encoded again: both encoders must give back the
+original bytes. `_Plan.encode` is also called directly, so a native result is compared even
+where `encode_rows` would catch a difference with its spot check and fall back.
+"""
+
+import io
+import json
+import struct
+from decimal import Decimal
+from unittest import mock
+
+import fastavro
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, assume, event, given, note, reject, settings
+from hypothesis import strategies as st
+
+from archiver import demo
+from archiver.codec import arrow, native_encode
+from archiver.errors import ConfigError, TerminalError
+from tests.unit.test_codec_arrow import avro, faithfully_written, record, schemas_with_datums
+
+EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def archived(datums: list[bytes | None], schema, parquet: bool = False) -> pa.Table:
+    """The table the archive holds for these datums: decoded by the reference, every field nullable.
+
+    `parquet`: also written to Parquet and read back, as replay reads it (a null record then has
+    null fields); hypothesis drops the example if Parquet cannot store the schema (empty records).
+    """
+    batch = arrow.decode_batch(datums, schema, header_size=0)
+    assert batch.errors == []
+    target = arrow.nullable_schema(batch.table.schema)
+    # Not Table.cast: pyarrow 26 corrupts list<null> children when it casts nested arrays.
+    table = pa.Table.from_arrays([nullable(column.combine_chunks(), f.type) for column, f
+                                  in zip(batch.table.columns, target)], schema=target)
+    if not parquet:
+        return table
+    data = io.BytesIO()
+    try:
+        pq.write_table(table, data)
+        return pq.read_table(data)
+    except (pa.ArrowException, OSError):
+        reject()  # Parquet has no empty struct nor fixed_size_binary(0)
+
+
+def nullable(array: pa.Array, kind: pa.DataType) -> pa.Array:
+    """`array` (not a slice) as type `kind`, the same type with nullable fields, rebuilt level by level."""
+    mask = array.is_null() if array.null_count else None
+    if pa.types.is_struct(kind):
+        children = [nullable(array.field(i), f.type) for i, f in enumerate(kind)]
+        return pa.StructArray.from_arrays(children, fields=list(kind), mask=mask) if children else array
+    if pa.types.is_map(kind):
+        items = nullable(array.items, kind.item_type)
+        return pa.MapArray.from_arrays(array.offsets, array.keys, items, type=kind, mask=mask)
+    if pa.types.is_list(kind):
+        return pa.ListArray.from_arrays(array.offsets, nullable(array.values, kind.value_type), type=kind,
+                                        mask=mask)
+    return array
+
+
+def native_result(table, schema, tombstones=None):
+    """What the native path alone gives (no spot check, no fallback), or None where it declines."""
+    plan = native_encode._plan(schema)
+    if plan is None:
+        return None
+    try:
+        return plan.encode(table, tombstones)
+    except (native_encode._Unfit, native_encode._Unsupported):
+        return None
+
+
+def no_fallback():
+    """codec.arrow.encode_rows fails while this is active, except for one-row spot checks."""
+    real = arrow.encode_rows
+
+    def reference(table, schema, *, tombstones=None):
+        assert table.num_rows == 1, "the native encoder fell back to the reference"
+        return real(table, schema, tombstones=tombstones)
+
+    return mock.patch.object(native_encode.reference, "encode_rows", reference)
+
+
+DEMO_EVENTS = [e.value for e in demo.events(500, 1_700_000_000_000, 3_600_000)]
+DEMO_DATUMS = [avro(demo.PARSED, value) for value in DEMO_EVENTS]
+
+
+# --- properties ------------------------------------------------------------------------------
+
+
+@EXAMPLES
+@given(schemas_with_datums(), st.data())
+def test_random_schemas_encode_to_the_original_bytes(case, data):
+    schema, values = case
+    originals = [faithfully_written(schema, value) for value in values]
+    assume(None not in originals)
+    note(json.dumps(schema))
+    # A tombstone (None) after the datums, and some datums flagged as tombstones too.
+    flags = data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values))) + [True]
+    table = archived(originals + [None], schema, parquet=data.draw(st.booleans()))
+    for tombstones in ([False] * len(values) + [True], flags):
+        want = [None if flag else datum for datum, flag in zip(originals + [None], tombstones)]
+        assert arrow.encode_rows(table, schema, tombstones=tombstones) == want
+        assert native_encode.encode_rows(table, schema, tombstones=tombstones) == want
+        native = native_result(table, schema, tombstones)
+        assert native is None or native == want
+    assert native_encode.encode_rows(table.slice(0, len(values)), schema) == originals
+    native = native_result(table.slice(0, len(values)), schema)
+    event("native" if native is not None else "fallback" if native_encode.supports(schema) else "unsupported")
+    assert native is None or native == originals
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schemas_with_datums(), st.data())
+def test_slices_chunks_and_record_batches_encode_like_the_whole_table(case, data):
+    schema, values = case
+    originals = [faithfully_written(schema, value) for value in values]
+    assume(None not in originals)
+    table = archived(originals, schema)
+    cut = data.draw(st.integers(0, table.num_rows))
+    chunked = pa.concat_tables([table.slice(0, cut), table.slice(cut)])
+    for got, want in [(chunked, originals), (table.slice(cut), originals[cut:]),
+                      (table.to_batches()[0].slice(cut), originals[cut:])]:
+        assert native_encode.encode_rows(got, schema) == want
+        native = native_result(got, schema)
+        assert native is None or native == want
+
+
+# --- the demo schema takes the native path ------------------------------------------------------
+
+
+@pytest.mark.parametrize("schema", [demo.SCHEMA, demo.PARSED, json.dumps(demo.SCHEMA)],
+                         ids=["dict", "parsed", "json"])
+def test_demo_events_encode_natively(schema):
+    table = archived(DEMO_DATUMS, demo.SCHEMA)
+    assert native_encode.supports(schema)
+    with no_fallback():
+        assert native_encode.encode_rows(table, schema) == DEMO_DATUMS
+
+
+def test_demo_events_through_polars_encode_natively():
+    """pl.from_arrow turns strings into string views and so on: the bytes stay the same."""
+    table = pl.from_arrow(archived(DEMO_DATUMS, demo.SCHEMA)).to_arrow()
+    assert table.schema != arrow.nullable_schema(arrow.arrow_schema(demo.SCHEMA))
+    with no_fallback():
+        assert native_encode.encode_rows(table, demo.SCHEMA) == DEMO_DATUMS
+    large = table.cast(pa.schema([f.with_type(pa.large_string()) if pa.types.is_string_view(f.type) else f
+                                  for f in table.schema]))
+    with no_fallback():
+        assert native_encode.encode_rows(large, demo.SCHEMA) == DEMO_DATUMS
+
+
+def test_demo_events_with_tombstones_and_extra_columns():
+    table = archived(DEMO_DATUMS[:50] + [None] * 3, demo.SCHEMA).append_column("offset", pa.array(range(53)))
+    flags = [i % 7 == 0 for i in range(50)] + [True] * 3
+    expected = [None if f else d for d, f in zip(DEMO_DATUMS[:50] + [None] * 3, flags)]
+    with no_fallback():
+        assert native_encode.encode_rows(table, demo.SCHEMA, tombstones=flags) == expected
+        assert native_encode.encode_rows(table, demo.SCHEMA, tombstones=[True] * 53) == [None] * 53
+
+
+def test_an_empty_table_gives_no_datums():
+    table = archived(DEMO_DATUMS, demo.SCHEMA).slice(0, 0)
+    assert native_encode.encode_rows(table, demo.SCHEMA) == []
+
+
+# --- what the native path checks before writing ----------------------------------------------
+
+ENUM = {"type": "enum", "name": "E", "symbols": ["A", "B"]}
+INNER = record(("x", "int"), name="Inner")
+
+
+def assert_like_the_reference(table, schema, tombstones=None):
+    """Same datums, or the same error, as the reference; the native path must decline it alone."""
+    assert native_encode.supports(schema)
+    assert native_result(table, schema, tombstones) is None
+    try:
+        expected = arrow.encode_rows(table, schema, tombstones=tombstones)
+    except (ConfigError, TerminalError) as exc:
+        with pytest.raises(type(exc), match="^" + str(exc).replace("(", r"\(").replace(")", r"\)")
+                           .replace("[", r"\[").replace("]", r"\]") + "$"):
+            native_encode.encode_rows(table, schema, tombstones=tombstones)
+    else:
+        assert native_encode.encode_rows(table, schema, tombstones=tombstones) == expected
+
+
+@pytest.mark.parametrize(("schema", "column"), [
+    (record(("a", "int")), pa.array([1, None], pa.int32())),
+    (record(("r", INNER)), pa.array([{"x": 1}, None], pa.struct([("x", pa.int32())]))),
+    (record(("r", ["null", INNER])), pa.array([{"x": 1}, {"x": None}], pa.struct([("x", pa.int32())]))),
+    (record(("l", {"type": "array", "items": "long"})), pa.array([[1, None]], pa.list_(pa.int64()))),
+    (record(("m", {"type": "map", "values": "long"})),
+     pa.array([[("k", None)]], pa.map_(pa.string(), pa.int64()))),
+    (record(("e", ENUM)), pa.array(["A", None])),
+], ids=["top", "record", "in-a-record", "item", "map-value", "enum"])
+def test_a_null_where_the_avro_type_has_none(schema, column):
+    assert_like_the_reference(pa.table({schema["fields"][0]["name"]: column}), schema)
+
+
+def test_a_null_under_a_null_parent_is_not_written():
+    schema = record(("r", ["null", INNER]), ("l", ["null", {"type": "array", "items": "int"}]))
+    table = archived([avro(schema, {"r": None, "l": None}), avro(schema, {"r": {"x": 3}, "l": [1, 2]})], schema,
+                     parquet=True)
+    assert table.column("r").chunk(0).field(0).null_count == 1  # Parquet: the child of a null record is null
+    with no_fallback():
+        assert native_encode.encode_rows(table, schema) == [avro(schema, {"r": None, "l": None}),
+                                                            avro(schema, {"r": {"x": 3}, "l": [1, 2]})]
+
+
+@pytest.mark.parametrize(("schema", "column"), [
+    (record(("e", ENUM)), pa.array(["A", "C"])),
+    (record(("u", ["int", "string"])), pa.array([{"int": 1, "string": "x"}],
+                                                pa.struct([("int", pa.int32()), ("string", pa.string())]))),
+    (record(("u", ["null", "int", "string"])), pa.array([{"int": None, "string": None}],
+                                                        pa.struct([("int", pa.int32()), ("string", pa.string())]))),
+    (record(("m", {"type": "map", "values": "int"})),
+     pa.array([[("k", 1), ("k", 2)]], pa.map_(pa.string(), pa.int32()))),
+    (record(("d", {"type": "bytes", "logicalType": "decimal", "precision": 5, "scale": 1})),
+     pa.array([Decimal("-12.8"), Decimal("1")], pa.decimal128(5, 1))),
+    (record(("d", {"type": "bytes", "logicalType": "decimal", "precision": 50, "scale": 0})),
+     pa.array([Decimal(-(2**127))], pa.decimal256(50, 0))),
+    (record(("f", "float")), pa.Array.from_buffers(pa.float32(), 1, [None, pa.py_buffer(struct.pack("<I", 0x7F800001))])),
+], ids=["not-a-symbol", "two-branches", "no-branch", "key-twice", "decimal-128", "decimal256", "signalling-nan"])
+def test_values_the_writer_would_write_otherwise(schema, column):
+    assert_like_the_reference(pa.table({schema["fields"][0]["name"]: column}), schema)
+
+
+def test_a_decimal_wider_than_its_precision():
+    schema = record(("d", {"type": "fixed", "name": "D", "size": 8, "logicalType": "decimal", "precision": 3}))
+    column = pa.Array.from_buffers(pa.decimal128(3, 0), 1, [None, pa.py_buffer((12345).to_bytes(16, "little"))])
+    assert_like_the_reference(pa.table({"d": column}), schema)
+
+
+def test_invalid_utf8():
+    schema = record(("s", "string"))
+    column = pa.Array.from_buffers(pa.string(), 1, [None, pa.array([0, 2], pa.int32()).buffers()[1],
+                                                    pa.py_buffer(b"\xff\xfe")])
+    with pytest.raises(UnicodeDecodeError):
+        arrow.encode_rows(pa.table({"s": column}), schema)
+    assert native_result(pa.table({"s": column}), schema) is None
+    with pytest.raises(UnicodeDecodeError):
+        native_encode.encode_rows(pa.table({"s": column}), schema)
+
+
+def test_ambiguous_union_branches_keep_their_branch():
+    schema = record(("u", ["null", "int", "long", ENUM, "string"]))
+    datums = [avro("long", 1) + avro("int", 5), avro("long", 2) + avro("long", 5),
+              avro("long", 3) + avro("int", 1), avro("long", 4) + avro("string", "B"), b"\0"]
+    with no_fallback():
+        assert native_encode.encode_rows(archived(datums, schema), schema) == datums
+
+
+def test_a_table_without_the_schema_columns_is_refused_like_the_reference():
+    with pytest.raises(ConfigError, match="no column for the Avro field"):
+        native_encode.encode_rows(pa.table({"other": [1]}), record(("a", "int")))
+
+
+def test_tombstone_flags_must_match_the_rows():
+    table = archived(DEMO_DATUMS[:2], demo.SCHEMA)
+    with pytest.raises(ConfigError, match="3 tombstone flags for a table of 2 rows"):
+        native_encode.encode_rows(table, demo.SCHEMA, tombstones=[True, False, True])
+
+
+# --- framing ---------------------------------------------------------------------------------
+
+
+def test_markers_cannot_overlap_themselves():
+    for _ in range(1000):
+        marker = native_encode._new_marker()
+        assert len(marker) == 8 and marker[0] not in marker[1:]
+
+
+def test_a_marker_inside_a_datum_sends_the_batch_to_the_reference():
+    schema = record(("s", "string"))
+    marker = b"\x01ABCDEFG"
+    datums = [avro(schema, {"s": "x"}), avro(schema, {"s": "ABCDEFG"}), avro(schema, {"s": "\x01ABCDEFGH"})]
+    table = archived(datums, schema)
+    with mock.patch.object(native_encode, "_new_marker", return_value=marker):
+        assert native_result(table, schema) is None
+        assert native_encode.encode_rows(table, schema) == datums
+
+
+def test_container_blocks_are_parsed_and_checked():
+    marker = native_encode._new_marker()
+    sync = bytes(range(16))
+    header = b"Obj\x01" + b"\x04" + b"\x16avro.schema\x04{}" + b"\x14avro.codec\x08null" + b"\x00" + sync
+    block = marker + b"\x02" + marker + b""
+    data = header + b"\x04" + bytes([len(block) * 2]) + block + sync + b"\x02\x10" + marker + sync
+    assert native_encode._datums(data, marker, 3) == [b"\x02", b"", b""]
+    for bad, count in [(data, 2), (data[:-1], 3), (data.replace(b"null", b"zstd"), 3)]:
+        with pytest.raises(native_encode._Unfit):
+            native_encode._datums(bad, marker, count)
+
+
+# --- failures and unsupported schemas ---------------------------------------------------------
+
+
+class FakePanic(BaseException):
+    """Like pyo3's PanicException: not an Exception."""
+
+
+@pytest.mark.parametrize("error", [FakePanic("panicked at src/writer.rs"), RuntimeError("boom")])
+def test_any_failure_of_the_native_writer_falls_back(error):
+    table = archived(DEMO_DATUMS[:20], demo.SCHEMA)
+    assert native_encode.supports(demo.SCHEMA)  # probed before the writer breaks
+    with mock.patch.object(native_encode, "AvroBuffSink", side_effect=error):
+        assert native_encode.encode_rows(table, demo.SCHEMA) == DEMO_DATUMS[:20]
+
+
+def test_keyboard_interrupt_is_not_swallowed():
+    table = archived(DEMO_DATUMS[:20], demo.SCHEMA)
+    assert native_encode.supports(demo.SCHEMA)
+    with mock.patch.object(native_encode, "AvroBuffSink", side_effect=KeyboardInterrupt), \
+            pytest.raises(KeyboardInterrupt):
+        native_encode.encode_rows(table, demo.SCHEMA)
+
+
+def test_a_spot_check_difference_falls_back_and_retires_the_schema():
+    schema = record(("a", "long"), name="Spot")
+    datums = [avro(schema, {"a": i}) for i in range(5)]
+    table = archived(datums, schema)
+    assert native_encode.supports(schema)
+    wrong = mock.patch.object(native_encode, "_datums", lambda data, marker, count: [b"\x00"] * count)
+    with wrong:
+        assert native_encode.encode_rows(table, schema) == datums
+    assert not native_encode.supports(schema)
+    native_encode._plans.clear()
+
+
+@pytest.mark.parametrize("schema", [
+    record(("u", ["int"])),
+    record(("u", ["null"])),
+    record(("r", record(("u", ["string"]), name="In"))),
+], ids=["one-branch", "only-null", "nested-one-branch"])
+def test_schemas_the_native_path_leaves_to_the_reference(schema):
+    assert not native_encode.supports(schema)
+    datum = avro(schema, fastavro.schemaless_reader(io.BytesIO(b"\0" * 4), fastavro.parse_schema(schema), None))
+    table = archived([datum], schema)
+    assert native_encode.encode_rows(table, schema) == [datum]
+
+
+def test_a_schema_the_reference_rejects_is_rejected_alike():
+    schema = record(("a", "NoSuchType"))
+    assert not native_encode.supports(schema)
+    with pytest.raises(ConfigError, match="invalid Avro schema"):
+        native_encode.encode_rows(pa.table({"a": [1]}), schema)
