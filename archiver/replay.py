@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archiver.archive import Archive
-from archiver.codec import arrow as avro_arrow
+from archiver.codec import native_encode
 from archiver.codec import wire
 from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry
@@ -260,7 +260,7 @@ def _encode_values(table: pa.Table, schemas: dict[int, str]) -> list[bytes | Non
         schema = json.loads(schemas[schema_id])
         names = [f["name"] for f in schema["fields"]]
         subset = table.take(pa.array(rows)).select(names)
-        encoded = avro_arrow.encode_rows(subset, schema)
+        encoded = native_encode.encode_rows(subset, schema)  # falls back to fastavro by itself
         header = b"" if schema_id == -1 else wire.frame(schema_id, b"")  # -1: raw mode, no header
         for n, datum in zip(rows, encoded):
             values[n] = header + datum
