@@ -259,7 +259,8 @@ def _encode_values(table: pa.Table, schemas: dict[int, str]) -> list[bytes | Non
         rows = [n for n, i in enumerate(ids) if i == schema_id]
         schema = json.loads(schemas[schema_id])
         names = [f["name"] for f in schema["fields"]]
-        subset = table.take(pa.array(rows)).select(names)
+        subset = table if len(rows) == table.num_rows else table.take(pa.array(rows))
+        subset = subset.select(names)
         encoded = native_encode.encode_rows(subset, schema)  # falls back to fastavro by itself
         header = b"" if schema_id == -1 else wire.frame(schema_id, b"")  # -1: raw mode, no header
         for n, datum in zip(rows, encoded):

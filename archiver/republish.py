@@ -175,8 +175,9 @@ class Publisher:
                 break
             except BufferError:
                 self.producer.poll(0.05)
-        self.producer.poll(0)
         self.stats.records += 1
+        if self.stats.records % 1000 == 0:  # serve delivery reports now and then, not per record
+            self.producer.poll(0)
         self.stats.bytes += size
         if self.progress and self.stats.records % 2000 == 0:
             self.progress(self.stats)
