@@ -73,11 +73,14 @@ class Daemon:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
-            # Prefetch is memory too: keep it to a few MB so RSS stays bounded.
-            "fetch.max.bytes": 16_777_216,
-            "max.partition.fetch.bytes": 2_097_152,
-            "queued.max.messages.kbytes": 16_384,
-            "queued.min.messages": 20_000,
+            # Prefetch is memory too: fetched buffers stay allocated while any of their messages
+            # is queued, so keep it to a few MB. A short backoff when the queue is full keeps a
+            # small queue from starving the loop (the default 1 s wait made fetching the bottleneck).
+            "fetch.max.bytes": 2_097_152,
+            "max.partition.fetch.bytes": 1_048_576,
+            "queued.max.messages.kbytes": 2_048,
+            "queued.min.messages": 2_000,
+            "fetch.queue.backoff.ms": 20,
             "max.poll.interval.ms": 600_000,
             "session.timeout.ms": settings.session_timeout_ms,
         } | ({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}))
@@ -120,11 +123,13 @@ class Daemon:
 
     def _on_assign(self, consumer, partitions) -> None:
         self.rebalances += 1
+        starts = {(tp.topic, tp.partition): self.sink.assign(tp.topic, tp.partition) for tp in partitions}
+        unknown = [tp for tp in partitions if starts[(tp.topic, tp.partition)] is None]
+        committed = self._committed(consumer, unknown) if unknown else {}
         positions = []
-        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=30)}
         for tp in partitions:
-            start = self.sink.assign(tp.topic, tp.partition)
-            if start is None:
+            start = starts[(tp.topic, tp.partition)]
+            if start is None:  # never archived: Kafka's committed offset, else the earliest
                 start = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
                 start = start if start >= 0 else OFFSET_BEGINNING
             positions.append(TopicPartition(tp.topic, tp.partition, start))
@@ -132,6 +137,17 @@ class Daemon:
         if self.once:
             self._record_ends(partitions)
         consumer.incremental_assign(positions)
+
+    @staticmethod
+    def _committed(consumer, partitions) -> dict[tuple[str, int], int]:
+        """Kafka's committed offsets, retried: a busy group coordinator may time out mid-rebalance."""
+        for attempt in range(3):
+            try:
+                return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=10)}
+            except KafkaException as e:
+                logger.warning("committed offsets not available (attempt %d of 3): %s", attempt + 1, e)
+        logger.warning("starting never-archived partitions at their earliest offset")
+        return {}
 
     def _on_revoke(self, consumer, partitions) -> None:
         self.rebalances += 1
@@ -208,6 +224,8 @@ class Daemon:
                 if time.monotonic() - last_tick >= TICK_S or not messages:
                     self._tick()
                     last_tick = time.monotonic()
+                elif self.sink.buffered_bytes() > self.settings.max_buffer_bytes:
+                    self._tick()  # the memory cap holds between ticks too
                 if self.once and self._reached_ends():
                     break
             self._flush_all(Rotation.END)

@@ -9,18 +9,21 @@ pending flush that is retried as is.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from archiver import layout
 from archiver.codec.arrow import nullable_schema
-from archiver.codec.values import Run, ValueDecoder
+from archiver.codec.values import Run, ValueDecoder, shared_header
 from archiver.config import TopicSettings
 from archiver.errors import TerminalError, TransientError
 from archiver.layout import Granularity
@@ -52,7 +55,7 @@ class Owned:
     buffer: PartitionBuffer
     settings: TopicSettings
     pending: Pending | None = None
-    key_paths: dict[bytes | None, str] = field(default_factory=dict)
+    key_buckets: dict[bytes | None, int] = field(default_factory=dict)  # bounded cache of recent keys
 
 
 @dataclass
@@ -132,18 +135,19 @@ class Sink:
             fresh = [m for m in messages if m.offset() >= expected]
             self.stats.duplicates_skipped += len(messages) - len(fresh)
             messages = fresh
-        for segment in _schema_segments(messages):
+        fields = _Fields.of(messages)
+        for begin, end in _schema_segments(fields.values):
+            segment = messages if end - begin == len(messages) else messages[begin:end]
             try:
-                self._ingest_segment(owned, segment)
+                self._ingest_segment(owned, segment, fields.slice(begin, end))
             except pa.ArrowException as e:  # a decoded value Arrow cannot hold as archived
                 raise TerminalError(f"cannot archive {topic}[{partition}] offsets {segment[0].offset()}.."
                                     f"{segment[-1].offset()}: {' '.join(str(e).split())}") from e
             if owned.pending is not None:
                 return
 
-    def _ingest_segment(self, owned: Owned, messages: Sequence) -> None:
+    def _ingest_segment(self, owned: Owned, messages: Sequence, fields: _Fields) -> None:
         buffer = owned.buffer
-        fields = _Fields.of(messages)
         decoded = self._decoder_for(buffer.topic).decode(fields.values)
         schema_ids = {r.schema_id for r in decoded.runs if r.schema_id is not None}
         if schema_ids and buffer.schema_ids and not schema_ids <= set(buffer.schema_ids):
@@ -156,12 +160,11 @@ class Sink:
         buffer.advance(fields.offsets[0], fields.offsets[-1], now)
         buffer.dead_lettered += len(decoded.errors)
         self.stats.records_in += len(messages)
-        self.stats.bytes_in += sum(len(v) for v in fields.values if v is not None)
+        self.stats.bytes_in += sum(map(len, filter(None, fields.values)))
         if decoded.runs:
-            table, rows = self._table(owned, decoded.runs, fields)
-            times = self._partition_times(owned, table, [fields.stamps[i] for i in rows] if rows else fields.stamps)
-            keys = [fields.keys[i] for i in rows] if rows else fields.keys
-            ids, names = self._route(owned, table, times, keys)
+            table, _ = self._table(owned, decoded.runs, fields)
+            times = self._partition_times(owned, table)
+            ids, names = self._route(owned, table, times)
             buffer.add(table, ids, names, times)
             decoder = self._decoder_for(buffer.topic)
             for schema_id in schema_ids:
@@ -194,52 +197,56 @@ class Sink:
 
     # --- routing -------------------------------------------------------------------------------
 
-    def _partition_times(self, owned: Owned, table: pa.Table, stamps: list[tuple[int, int]]) -> list[int]:
+    def _partition_times(self, owned: Owned, table: pa.Table) -> np.ndarray:
         """Per row, the epoch ms that picks its time partition (0 when there is none)."""
-        times = [ts if kind else 0 for kind, ts in stamps]
+        times = pc.fill_null(table["_kafka_timestamp"].cast(pa.int64()), 0)
         field_name = owned.settings.time_field
         if field_name and field_name in table.column_names:
             column = table[field_name]
             if pa.types.is_timestamp(column.type):
-                column = pc.cast(pc.cast(column, pa.timestamp("ms", tz=column.type.tz)), pa.int64())
-            chosen = pc.cast(column, pa.int64()).to_pylist()
-            times = [c if c is not None else t for c, t in zip(chosen, times)]
-        return times
+                column = pc.cast(column, pa.timestamp("ms", tz=column.type.tz))
+            times = pc.coalesce(pc.cast(column, pa.int64()), times)
+        return times.to_numpy()
 
-    def _route(self, owned: Owned, table: pa.Table, times: list[int], keys: list) -> tuple[list[int], list[str]]:
+    def _route(self, owned: Owned, table: pa.Table, times: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Per row, the index of its output partition in `names` (directories under topic=T/)."""
-        s = owned.settings
-        granularity = Granularity(s.time_granularity)
-        step = granularity.millis
-        if s.key_partitioning == "field":
-            allowed = frozenset(s.key_field_values)
-            column = table[s.key_field].to_pylist() if s.key_field in table.column_names else [None] * len(times)
-            parts = [layout.field_value_path(s.key_field, v, allowed) for v in column]
-        elif s.key_partitioning == "hash":
-            parts = [self._key_path(owned, key) for key in keys]
-        else:
-            parts = [None] * len(times)
-        index: dict[tuple, int] = {}
-        names: list[str] = []
-        ids = []
-        for ts, part in zip(times, parts):
-            bucket = ts - ts % step
-            slot = index.get((bucket, part))
-            if slot is None:
-                slot = index[(bucket, part)] = len(names)
-                path = layout.time_path(bucket, granularity)
-                names.append(path if part is None else f"{path}/{part}")
-            ids.append(slot)
+        granularity = Granularity(owned.settings.time_granularity)
+        periods = times // granularity.millis  # floor division: the time bucket's number
+        parts, part_names = self._key_parts(owned, table)
+        first = int(periods.min())
+        codes, ids = np.unique((periods - first) * len(part_names) + parts, return_inverse=True)
+        names = []
+        for code in codes.tolist():
+            period, part = divmod(code, len(part_names))
+            path = layout.time_path((first + period) * granularity.millis, granularity)
+            names.append(path if part_names[part] is None else f"{path}/{part_names[part]}")
         return ids, names
 
-    def _key_path(self, owned: Owned, key: bytes | None) -> str:
-        path = owned.key_paths.get(key)
-        if path is None:
-            buckets = owned.settings.key_buckets
-            path = layout.bucket_path(layout.key_bucket(key, buckets), buckets)
-            if len(owned.key_paths) < 100_000:  # bounded cache of recent keys
-                owned.key_paths[key] = path
-        return path
+    def _key_parts(self, owned: Owned, table: pa.Table) -> tuple[np.ndarray, list[str | None]]:
+        """Per row, the index of its key directory in the returned list (None: no key directory)."""
+        s = owned.settings
+        if s.key_partitioning == "hash":
+            keys, rows = _distinct(table["_kafka_key"])
+            buckets = np.array([self._key_bucket(owned, key) for key in keys], dtype=np.int64)
+            return buckets[rows], _bucket_paths(s.key_buckets)
+        if s.key_partitioning == "field":
+            allowed = frozenset(s.key_field_values)
+            if s.key_field not in table.column_names:
+                return np.zeros(table.num_rows, np.int64), [layout.field_value_path(s.key_field, None, allowed)]
+            values, rows = _distinct(table[s.key_field])
+            paths = [layout.field_value_path(s.key_field, v, allowed) for v in values]
+            distinct = sorted(set(paths))  # values outside `allowed` share one path
+            slot = {path: i for i, path in enumerate(distinct)}
+            return np.array([slot[path] for path in paths], dtype=np.int64)[rows], distinct
+        return np.zeros(table.num_rows, np.int64), [None]
+
+    def _key_bucket(self, owned: Owned, key: bytes | None) -> int:
+        bucket = owned.key_buckets.get(key)
+        if bucket is None:
+            bucket = layout.key_bucket(key, owned.settings.key_buckets)
+            if len(owned.key_buckets) < 100_000:
+                owned.key_buckets[key] = bucket
+        return bucket
 
     # --- rotation and commit -----------------------------------------------------------------
 
@@ -291,28 +298,28 @@ class Sink:
     def _build(self, owned: Owned, reason: Rotation) -> Pending:
         buffer, ledger = owned.buffer, owned.ledger
         seq = ledger.head.seq + 1
-        files, blobs = [], {}
-        for directories, table in buffer.files():
-            offsets = table["_kafka_offset"]
-            key = layout.DataKey(buffer.topic, buffer.partition, pc.min(offsets).as_py(), ledger.epoch,
-                                 directories).format()
-            try:
-                data = parquet.encode(table, buffer.schema_ids, owned.settings.compression,
-                                      owned.settings.compression_level)
-            except (pa.ArrowException, OSError) as e:  # e.g. Avro fixed(0) or an empty record
-                raise TerminalError(f"cannot write Parquet for {key}: {' '.join(str(e).split())}") from e
-            stamps = pc.min_max(table["_kafka_timestamp"])
-            ids = sorted({i for i in table["_schema_id"].unique().to_pylist() if i is not None})
-            files.append(FileEntry(key, table.num_rows, len(data), hashlib.sha256(data).hexdigest(),
-                                   pc.min(offsets).as_py(), pc.max(offsets).as_py(),
-                                   _ms(stamps["min"]), _ms(stamps["max"]), ids))
-            blobs[key] = data
+        # one file at a time, in this thread: encoding in the pool cost more CPU and memory
+        encoded = [self._encode_file(owned, dirs, table) for dirs, table in buffer.files()]
+        files = [file for file, _ in encoded]
         entry = Entry(seq, ledger.epoch, "commit", buffer.start, buffer.end, files,
                       records=sum(f.rows for f in files), dead_lettered=buffer.dead_lettered,
                       committed_at=0.0, writer=writer_id())
-        buffer.chunks.clear()  # the encoded files are all a retry needs: free the Arrow buffers now
-        buffer.nbytes = 0
-        return Pending(entry, blobs, reason)
+        buffer.release_rows()  # the encoded files are all a retry needs: free the Arrow buffers now
+        return Pending(entry, {file.key: data for file, data in encoded}, reason)
+
+    def _encode_file(self, owned: Owned, directories: str, table: pa.Table) -> tuple[FileEntry, bytes]:
+        buffer, s = owned.buffer, owned.settings
+        offsets = pc.min_max(table["_kafka_offset"])
+        first, last = offsets["min"].as_py(), offsets["max"].as_py()
+        key = layout.DataKey(buffer.topic, buffer.partition, first, owned.ledger.epoch, directories).format()
+        try:
+            data = parquet.encode(table, buffer.schema_ids, s.compression, s.compression_level)
+        except (pa.ArrowException, OSError) as e:  # e.g. Avro fixed(0) or an empty record
+            raise TerminalError(f"cannot write Parquet for {key}: {' '.join(str(e).split())}") from e
+        stamps = pc.min_max(table["_kafka_timestamp"])
+        ids = sorted({i for i in table["_schema_id"].unique().to_pylist() if i is not None})
+        return FileEntry(key, table.num_rows, len(data), hashlib.sha256(data).hexdigest(), first, last,
+                         _ms(stamps["min"]), _ms(stamps["max"]), ids), data
 
     def _complete(self, owned: Owned) -> bool:
         pending, ledger, buffer = owned.pending, owned.ledger, owned.buffer
@@ -381,6 +388,12 @@ class _Fields:
         return cls([m.offset() for m in messages], [m.timestamp() for m in messages],
                    [m.key() for m in messages], [m.headers() for m in messages], [m.value() for m in messages])
 
+    def slice(self, begin: int, end: int) -> _Fields:
+        if begin == 0 and end == len(self.offsets):
+            return self
+        return _Fields(self.offsets[begin:end], self.stamps[begin:end], self.keys[begin:end],
+                       self.headers[begin:end], self.values[begin:end])
+
 
 def archived_rows(run: Run, partition: int, offsets: list[int], stamps: list[tuple[int, int]],
                   keys: list[bytes | None], headers: list, key_format: str = "bytes") -> pa.Table:
@@ -414,20 +427,43 @@ def _ms(value: pa.Scalar) -> int | None:
     return None if not value.is_valid else value.cast(pa.int64()).as_py()
 
 
-def _schema_segments(messages: Sequence) -> list[Sequence]:
-    """Split at writer-schema changes (tombstones join any segment), so a change can rotate."""
-    segments, begin, current = [], 0, None
-    for i, m in enumerate(messages):
-        value = m.value()
+def _schema_segments(values: Sequence[bytes | None]) -> list[tuple[int, int]]:
+    """[begin, end) ranges split at writer-schema changes (tombstones join any segment), so a
+    change can rotate."""
+    if shared_header(values) is not None:
+        return [(0, len(values))]
+    bounds, current = [0], None
+    for i, value in enumerate(values):
         if value is None or len(value) < 5:
             continue
         sid = value[1:5]
         if current is not None and sid != current:
-            segments.append(messages[begin:i])
-            begin = i
+            bounds.append(i)
         current = sid
-    segments.append(messages[begin:])
-    return [s for s in segments if len(s)]
+    bounds.append(len(values))
+    return [(begin, end) for begin, end in itertools.pairwise(bounds) if end > begin]
+
+
+def _distinct(column: pa.ChunkedArray) -> tuple[list, np.ndarray]:
+    """The distinct values of a column (Python objects) and, per row, the index of its value."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    try:
+        encoded = column.combine_chunks().dictionary_encode(null_encoding="encode")
+    except pa.ArrowNotImplementedError:  # nested types have no hash kernel: compare Python values
+        index: dict[str, int] = {}
+        distinct, rows = [], []
+        for value in column.to_pylist():
+            rows.append(index.setdefault(repr(value), len(index)))
+            if len(distinct) < len(index):
+                distinct.append(value)
+        return distinct, np.array(rows, dtype=np.int64)
+    return encoded.dictionary.to_pylist(), encoded.indices.to_numpy()
+
+
+@functools.lru_cache(maxsize=16)
+def _bucket_paths(buckets: int) -> list[str]:
+    return [layout.bucket_path(bucket, buckets) for bucket in range(buckets)]
 
 
 def _in_offset_order(tables: list[pa.Table]) -> pa.Table:

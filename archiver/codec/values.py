@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,16 +68,7 @@ class ValueDecoder:
     def decode(self, values: Sequence[bytes | None]) -> Decoded:
         if self.raw:
             return self._decode_raw(values)
-        groups: dict[int | None, list[int]] = {}
-        errors: list[tuple[int, str]] = []
-        for i, value in enumerate(values):
-            if value is None:
-                groups.setdefault(None, []).append(i)
-                continue
-            try:
-                groups.setdefault(wire.schema_id_of(value), []).append(i)
-            except DecodeError as e:
-                errors.append((i, str(e)))
+        groups, errors = _by_schema_id(values)
         runs = []
         for schema_id, rows in groups.items():
             if schema_id is None:
@@ -87,7 +79,8 @@ class ValueDecoder:
             except (DecodeError, NotFound, TransientError) as e:
                 errors.extend((i, str(e)) for i in rows)
                 continue
-            runs.extend(self._decode_group(schema_id, rows, [values[i] for i in rows], wire.HEADER_SIZE, errors))
+            payloads = values if len(rows) == len(values) else [values[i] for i in rows]
+            runs.extend(self._decode_group(schema_id, rows, payloads, wire.HEADER_SIZE, errors))
         return Decoded(runs, errors)
 
     def _decode_raw(self, values: Sequence[bytes | None]) -> Decoded:
@@ -106,7 +99,8 @@ class ValueDecoder:
         errors.extend((rows[i], f"schema id {schema_id}: {reason}") for i, reason in batch.errors)
         if not batch.rows:
             return []
-        return [Run(schema_id, [rows[i] for i in batch.rows], batch.table)]
+        kept = rows if len(batch.rows) == len(rows) else [rows[i] for i in batch.rows]
+        return [Run(schema_id, kept, batch.table)]
 
     def _ensure(self, schema_id: int) -> None:
         if schema_id in self._schemas:
@@ -130,3 +124,38 @@ class ValueDecoder:
         use_native = self._native_allowed and native is not None and native.supports(parsed)
         logger.info("schema id %d: %s decoder", schema_id, "native" if use_native else "reference")
         self._schemas[schema_id] = (text, parsed, use_native)
+
+
+_HEADER = operator.itemgetter(slice(0, wire.HEADER_SIZE))
+
+
+def shared_header(values: Sequence[bytes | None]) -> bytes | None:
+    """The wire-format header that every value starts with, if they all share one.
+
+    The usual batch: one writer schema, no tombstones. Checked without a Python-level loop.
+    """
+    if not values or None in values:
+        return None
+    headers = set(map(_HEADER, values))
+    if len(headers) != 1:
+        return None
+    header = headers.pop()
+    return header if len(header) == wire.HEADER_SIZE and header[0] == wire.MAGIC else None
+
+
+def _by_schema_id(values: Sequence[bytes | None]) -> tuple[dict[int | None, list[int]], list[tuple[int, str]]]:
+    """Positions of the values per writer schema id (None: tombstones), and the unreadable ones."""
+    header = shared_header(values)
+    if header is not None:
+        return {wire.schema_id_of(header): list(range(len(values)))}, []
+    groups: dict[int | None, list[int]] = {}
+    errors: list[tuple[int, str]] = []
+    for i, value in enumerate(values):
+        if value is None:
+            groups.setdefault(None, []).append(i)
+            continue
+        try:
+            groups.setdefault(wire.schema_id_of(value), []).append(i)
+        except DecodeError as e:
+            errors.append((i, str(e)))
+    return groups, errors

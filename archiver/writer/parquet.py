@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import json
@@ -51,25 +52,47 @@ _TIMESTAMP_NAMES = pa.array([None, "CreateTime", "LogAppendTime"], pa.string())
 
 def _headers(headers: Sequence[list | None]) -> pa.Array:
     """An ordered list<struct<key, value>> column, built from flat arrays (no per-header objects)."""
-    counts = [len(h) if h else 0 for h in headers]
-    flat = list(itertools.chain.from_iterable(h for h in headers if h))
+    if None in headers:  # a message without headers gets an empty list
+        headers = [h or () for h in headers]
+    offsets = np.zeros(len(headers) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, headers), np.int32, len(headers)), out=offsets[1:])
+    flat = list(itertools.chain.from_iterable(headers))
     names, values = list(map(_first, flat)), list(map(_second, flat))
     entries = pa.StructArray.from_arrays([pa.array(names, pa.string()), pa.array(values, pa.binary())],
                                          fields=list(HEADER_TYPE.value_type))
-    offsets = pa.array(np.concatenate([[0], np.cumsum(counts, dtype=np.int32)]).astype(np.int32))
-    return pa.ListArray.from_arrays(offsets, entries, type=HEADER_TYPE)
+    return pa.ListArray.from_arrays(pa.array(offsets), entries, type=HEADER_TYPE)
 
 
 def encode(table: pa.Table, writer_schemas: dict[int, str], compression: str = "zstd",
            compression_level: int | None = None, row_group_size: int = 1_000_000) -> bytes:
     """One Parquet file; the writer schemas (id → Avro JSON) go into the key-value metadata."""
     metadata = dict(table.schema.metadata or {})
-    metadata[WRITER_SCHEMAS_KEY] = json.dumps({str(k): v for k, v in sorted(writer_schemas.items())}).encode()
+    metadata[WRITER_SCHEMAS_KEY] = _schemas_json(tuple(sorted(writer_schemas.items())))
     table = table.replace_schema_metadata(metadata)
     sink = io.BytesIO()
     pq.write_table(table, sink, compression=compression, compression_level=compression_level,
-                   row_group_size=row_group_size, write_statistics=True)
+                   row_group_size=row_group_size, write_statistics=True,
+                   use_dictionary=_dictionary_columns(table.schema))
     return sink.getvalue()
+
+
+_UNIQUE_COLUMNS = frozenset({"_kafka_offset", "_kafka_timestamp"})
+
+
+@functools.lru_cache(maxsize=64)
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Leaf column paths to dictionary-encode: all but the offsets and timestamps, which are
+    (nearly) unique per record, so a dictionary only costs CPU and bytes."""
+    sink = io.BytesIO()
+    pq.write_table(schema.empty_table(), sink)
+    leaves = pq.ParquetFile(sink).schema
+    paths = (leaves.column(i).path for i in range(len(leaves)))
+    return [path for path in paths if path not in _UNIQUE_COLUMNS]
+
+
+@functools.lru_cache(maxsize=64)
+def _schemas_json(writer_schemas: tuple[tuple[int, str], ...]) -> bytes:
+    return json.dumps({str(k): v for k, v in writer_schemas}).encode()
 
 
 def writer_schemas_of(parquet_metadata: dict[bytes, bytes] | None) -> dict[int, str]:
