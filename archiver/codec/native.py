@@ -48,6 +48,7 @@ import pyarrow.compute as pc
 from archiver.codec import arrow as reference
 from archiver.codec.arrow import DecodedBatch
 from archiver.codec.wire import HEADER_SIZE
+from archiver.codec.wire import avro_long as _long
 from archiver.errors import ConfigError
 
 try:
@@ -334,17 +335,6 @@ def _logical(node: dict, kind: str) -> dict | None:
 
 
 # --- container framing -----------------------------------------------------------------------
-
-
-def _long(n: int) -> bytes:
-    """Avro's zig-zag varint encoding of a long."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _bytes(data: bytes) -> bytes:

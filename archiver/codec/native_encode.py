@@ -54,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from archiver.codec import arrow as reference
+from archiver.codec.wire import avro_long as _long
 from archiver.errors import ConfigError
 
 try:
@@ -663,17 +664,6 @@ def _read_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
     if size < 0 or pos + size > len(data):
         raise _Unfit("a truncated byte string in the writer's output")
     return data[pos:pos + size], pos + size
-
-
-def _long(n: int) -> bytes:
-    """Avro's zig-zag varint encoding of a long."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _schema_name(schema: Any) -> str:

@@ -28,3 +28,14 @@ def schema_id_of(message: bytes) -> int:
     if magic != MAGIC:
         raise DecodeError(f"unknown magic byte {magic & 0xFF:#04x} (expected 0x00, Confluent wire format)")
     return schema_id
+
+
+def avro_long(n: int) -> bytes:
+    """Avro's zig-zag varint encoding of a long (as in block counts and sizes of a container)."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
