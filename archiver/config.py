@@ -124,7 +124,8 @@ class TopicSettings:
     value_schema_file: str | None = None
     """The .avsc writer schema for value_format = raw."""
     key_format: str = "bytes"
-    """bytes (only _kafka_key) or string (also a decoded _key column)."""
+    """bytes (only _kafka_key), string (also a decoded _key column) or avro (keys in Confluent wire
+    format decoded into a _key struct; undecodable keys are treated like undecodable values)."""
     max_records: int = 1_000_000
     """Rotate when one output file reaches this many records."""
     max_bytes: int = 128 * 1024 * 1024
@@ -143,7 +144,7 @@ class TopicSettings:
         _choice(f"{where}.time_granularity", self.time_granularity, ("day", "hour", "minute"))
         _choice(f"{where}.key_partitioning", self.key_partitioning, ("hash", "field", "none"))
         _choice(f"{where}.value_format", self.value_format, ("confluent", "raw"))
-        _choice(f"{where}.key_format", self.key_format, ("bytes", "string"))
+        _choice(f"{where}.key_format", self.key_format, ("bytes", "string", "avro"))
         _choice(f"{where}.compression", self.compression, ("zstd", "snappy", "gzip", "lz4", "none"))
         if not 1 <= self.key_buckets <= 4096:
             raise ConfigError(f"{where}.key_buckets: expected 1..4096, got {self.key_buckets}")
@@ -285,9 +286,10 @@ def load_run_settings(path: str | None, env: Mapping[str, str] = os.environ,
         _no_unknown(where, section, set(TopicSettings.__dataclass_fields__))
         merged = {**base, **section}
         overrides[topic] = TopicSettings(**_typed(where, TopicSettings, merged)).validate(where)
-    if registry is None and any(s.value_format == "confluent" for s in [defaults, *overrides.values()]):
+    if registry is None and any(s.value_format == "confluent" or s.key_format == "avro"
+                                for s in [defaults, *overrides.values()]):
         raise ConfigError("schema_registry.url is not set (flag --schema-registry-url or "
-                          "ARCHIVER_SCHEMA_REGISTRY_URL); it is needed for value_format = confluent")
+                          "ARCHIVER_SCHEMA_REGISTRY_URL); it is needed for value_format = confluent and key_format = avro")
     return RunSettings(kafka=kafka, registry=registry, defaults=defaults, overrides=overrides, **run)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import logging
 import random
-import re
 import signal
 import time
 from collections import defaultdict
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
 from archiver import layout
+from archiver.codec.keys import KeyDecoder
 from archiver.codec.registry import Registry
 from archiver.codec.values import ValueDecoder
 from archiver.config import RunSettings
@@ -87,6 +87,8 @@ class Daemon:
         dead_letter = self._dead_letter if settings.on_decode_error == "dlq" else None
         self.sink = Sink(self.store, settings.for_topic, self._decoder, self._commit_offset, dead_letter,
                          self._flush_dead_letters)
+        self.sink.key_decoder_for = self._key_decoder
+        self._key_decoders: dict[str, KeyDecoder] = {}
 
     # --- wiring ------------------------------------------------------------------------------
 
@@ -98,6 +100,11 @@ class Daemon:
                                    native_allowed=self.settings.decoder == "auto")
             self._decoders[topic] = decoder
         return decoder
+
+    def _key_decoder(self, topic: str) -> KeyDecoder:
+        if topic not in self._key_decoders:
+            self._key_decoders[topic] = KeyDecoder(self.registry, native_allowed=self.settings.decoder == "auto")
+        return self._key_decoders[topic]
 
     def _commit_offset(self, topic: str, partition: int, offset: int) -> None:
         self.consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=True)

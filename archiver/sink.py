@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 
 from archiver import layout
 from archiver.codec.arrow import nullable_schema
-from archiver.codec.values import Run, ValueDecoder, shared_header
+from archiver.codec.keys import KeyDecoder
+from archiver.codec.values import Decoded, Run, ValueDecoder, shared_header
 from archiver.config import TopicSettings
 from archiver.errors import TerminalError, TransientError
 from archiver.layout import Granularity
@@ -84,6 +85,7 @@ class Sink:
         self.store = store
         self._settings_for = settings_for
         self._decoder_for = decoder_for
+        self.key_decoder_for: Callable[[str], KeyDecoder] | None = None  # for key_format = avro
         self._commit_offset = commit_offset
         self._dead_letter = dead_letter
         self._flush_dead_letters = flush_dead_letters
@@ -149,6 +151,9 @@ class Sink:
     def _ingest_segment(self, owned: Owned, messages: Sequence, fields: _Fields) -> None:
         buffer = owned.buffer
         decoded = self._decoder_for(buffer.topic).decode(fields.values)
+        keys = None
+        if owned.settings.key_format == "avro":
+            decoded, keys = self._decode_keys(buffer.topic, decoded, fields.keys)
         schema_ids = {r.schema_id for r in decoded.runs if r.schema_id is not None}
         if schema_ids and buffer.schema_ids and not schema_ids <= set(buffer.schema_ids):
             self.flush(buffer.topic, buffer.partition, Rotation.SCHEMA_CHANGE)
@@ -162,7 +167,7 @@ class Sink:
         self.stats.records_in += len(messages)
         self.stats.bytes_in += sum(map(len, filter(None, fields.values)))
         if decoded.runs:
-            table, _ = self._table(owned, decoded.runs, fields)
+            table, _ = self._table(owned, decoded.runs, fields, keys)
             times = self._partition_times(owned, table)
             ids, names = self._route(owned, table, times)
             buffer.add(table, ids, names, times)
@@ -171,12 +176,32 @@ class Sink:
                 buffer.schema_ids.setdefault(schema_id, decoder.schema_text(schema_id))
         self._maybe_rotate(owned, now)
 
-    def _table(self, owned: Owned, runs: list[Run], fields: _Fields) -> tuple[pa.Table, list[int] | None]:
+    def _decode_keys(self, topic: str, decoded: Decoded, keys: list) -> tuple[Decoded, pa.Array]:
+        """Avro keys, one per position (null where undecodable); rows with a bad key join the errors."""
+        column, key_errors = self.key_decoder_for(topic).decode(keys)
+        bad = {i for i, _ in key_errors}
+        good = [i for i in range(len(keys)) if i not in bad]
+        slot = dict(zip(good, range(len(good))))
+        aligned = column.take(pa.array([slot.get(i) for i in range(len(keys))], pa.int64()))
+        if not bad:
+            return decoded, aligned
+        known = {i for i, _ in decoded.errors}
+        errors = sorted(decoded.errors + [(i, r) for i, r in key_errors if i not in known])
+        runs = []
+        for run in decoded.runs:
+            keep = [j for j, i in enumerate(run.rows) if i not in bad]
+            if keep:
+                table = None if run.table is None else run.table.take(pa.array(keep, pa.int64()))
+                runs.append(Run(run.schema_id, [run.rows[j] for j in keep], table))
+        return Decoded(runs, errors), aligned
+
+    def _table(self, owned: Owned, runs: list[Run], fields: _Fields,
+               keys: pa.Array | None = None) -> tuple[pa.Table, list[int] | None]:
         """The runs' rows with their metadata, in offset order, and their positions (None: all)."""
         n = len(fields.offsets)
         if len(runs) == 1 and len(runs[0].rows) == n:
-            return self._with_metadata(owned, runs[0], fields, None), None
-        tables = [self._with_metadata(owned, run, fields, run.rows) for run in runs]
+            return self._with_metadata(owned, runs[0], fields, None, keys), None
+        tables = [self._with_metadata(owned, run, fields, run.rows, keys) for run in runs]
         rows = sorted(i for run in runs for i in run.rows)
         return (tables[0] if len(tables) == 1 else _in_offset_order(tables)), rows
 
@@ -188,12 +213,15 @@ class Sink:
         self.stats.dead_lettered += 1
         logger.warning("dead-lettered %s: %s", where, reason)
 
-    def _with_metadata(self, owned: Owned, run: Run, f: _Fields, rows: list[int] | None) -> pa.Table:
+    def _with_metadata(self, owned: Owned, run: Run, f: _Fields, rows: list[int] | None,
+                       keys: pa.Array | None = None) -> pa.Table:
         def pick(values):
             return values if rows is None else [values[i] for i in rows]
 
+        if keys is not None and rows is not None:
+            keys = keys.take(pa.array(rows, pa.int64()))
         return archived_rows(run, owned.buffer.partition, pick(f.offsets), pick(f.stamps), pick(f.keys),
-                             pick(f.headers), owned.settings.key_format)
+                             pick(f.headers), owned.settings.key_format, keys)
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -396,11 +424,17 @@ class _Fields:
 
 
 def archived_rows(run: Run, partition: int, offsets: list[int], stamps: list[tuple[int, int]],
-                  keys: list[bytes | None], headers: list, key_format: str = "bytes") -> pa.Table:
-    """The rows a file stores for one decoded run: value columns, then the Kafka metadata columns."""
+                  keys: list[bytes | None], headers: list, key_format: str = "bytes",
+                  decoded_keys: pa.Array | None = None) -> pa.Table:
+    """The rows a file stores for one decoded run: value columns, then the Kafka metadata columns.
+
+    `decoded_keys` (key_format = avro) become the `_key` column as they are.
+    """
     meta = parquet.metadata_table(partition, offsets, stamps, keys, headers, run.schema_id)
     if key_format == "string":
         meta = meta.append_column("_key", _keys_as_text(meta["_kafka_key"]))
+    elif decoded_keys is not None:
+        meta = meta.append_column("_key", decoded_keys)
     if run.table is None:
         return meta
     values = run.table.cast(nullable_schema(run.table.schema))  # tombstone rows null whole structs

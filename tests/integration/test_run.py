@@ -239,3 +239,29 @@ def test_topic_pattern_subscribes_to_matching_topics(services, kafka, registry, 
     assert result.returncode == 0, result.stderr[-2000:]
     archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
     assert archive.topics() == [f"{unique}-x", f"{unique}-y"]
+
+
+def test_avro_keys_through_the_registry(services, kafka, registry, archive_env, unique, tmp_path):
+    import io
+
+    import fastavro
+
+    key_schema = {"type": "record", "name": "SessionKey", "namespace": "com.example",
+                  "fields": [{"name": "session", "type": "string"}]}
+    key_id = registry.register(f"{unique}-key", key_schema)
+    value_id = registry.register(f"{unique}-value", demo.SCHEMA)
+    source_kafka.ensure_topic(kafka, unique, 2)
+    producer = source_kafka.producer(kafka)
+    for e in demo.events(200, START_MS, 60_000):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, fastavro.parse_schema(key_schema), {"session": e.key.decode()})
+        producer.produce(unique, demo.encode(e.value, value_id), b"\x00" + key_id.to_bytes(4, "big") + buf.getvalue(),
+                         timestamp=e.timestamp_ms)
+    source_kafka.flush(producer)
+
+    run_archiver(archive_env | {"ARCHIVER_CONFIG": write_config(tmp_path, key_format="avro")}, "--once",
+                 "--topics", unique)
+
+    table = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"])).read_topic(unique)
+    assert table.num_rows == 200
+    assert table["_key"].to_pylist() == [{"session": s} for s in table["session_id"].to_pylist()]

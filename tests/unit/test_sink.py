@@ -269,3 +269,27 @@ def test_a_value_parquet_cannot_store_stops_with_one_line(store):
     with pytest.raises(TerminalError, match=r"cannot write Parquet for topic=t/.*FIXED_LEN_BYTE_ARRAY"):
         h.sink.flush("t", 0, Rotation.END)
     assert h.committed == {}
+
+
+def test_avro_keys_become_a_key_struct_and_bad_keys_are_dead_lettered(store):
+    from archiver.codec.keys import KeyDecoder
+
+    key_schema = {"type": "record", "name": "SessionKey", "fields": [{"name": "session", "type": "string"}]}
+    registry = FakeRegistry({1: demo.SCHEMA, 9: key_schema})
+    h = Harness(store, TopicSettings(key_format="avro"), registry=registry)
+    h.sink.key_decoder_for = lambda topic: KeyDecoder(registry)
+    h.sink.assign("t", 0)
+    batch = messages(6)
+    for m in batch:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, fastavro.parse_schema(key_schema), {"session": m._key.decode()})
+        m._key = b"\x00\x00\x00\x00\x09" + buf.getvalue()
+    batch[2]._key = b"\x00\x00\x00\x00\x09\x7f"  # truncated key
+    batch[4]._key = None
+    h.sink.ingest("t", 0, batch)
+    h.sink.flush("t", 0, Rotation.END)
+    table = Archive(store).read_topic("t").sort_by("_kafka_offset")
+    assert table["_kafka_offset"].to_pylist() == [0, 1, 3, 4, 5]
+    keys = table["_key"].to_pylist()
+    assert keys[3] is None and keys[0] == {"session": table["session_id"][0].as_py()}
+    assert [o for o, _ in h.dead] == [2] and h.dead[0][1].startswith("key: ")
