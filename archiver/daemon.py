@@ -226,9 +226,8 @@ class Daemon:
         try:
             while not self._stop:
                 self.heartbeat.beat()
-                messages = self.consumer.consume(POLL_BATCH, timeout=0.5)
-                self._dispatch(messages)
-                if time.monotonic() - last_tick >= TICK_S or not messages:
+                received = self._poll()
+                if time.monotonic() - last_tick >= TICK_S or not received:
                     self._tick()
                     last_tick = time.monotonic()
                 elif self.sink.buffered_bytes() > self.settings.max_buffer_bytes:
@@ -261,6 +260,13 @@ class Daemon:
             if missing:
                 raise TerminalError(f"topic {missing[0]!r} does not exist in {self.settings.kafka.bootstrap_servers}")
         self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _poll(self) -> bool:
+        """Consume and dispatch one batch; True when messages came. The batch is freed on return,
+        not held through the next consume()."""
+        messages = self.consumer.consume(POLL_BATCH, timeout=0.5)
+        self._dispatch(messages)
+        return bool(messages)
 
     def _dispatch(self, messages) -> None:
         by_partition: dict[tuple[str, int], list] = defaultdict(list)
