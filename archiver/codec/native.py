@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 
 from archiver.codec import arrow as reference
 from archiver.codec.arrow import DecodedBatch
+from archiver.codec.plans import PlanCache
 from archiver.codec.wire import HEADER_SIZE
 from archiver.codec.wire import avro_long as _long
 from archiver.errors import ConfigError
@@ -68,7 +69,6 @@ _TEMPORAL = {("timestamp-millis", "long"), ("timestamp-micros", "long"), ("local
              ("local-timestamp-micros", "long"), ("date", "int"), ("time-millis", "int"),
              ("time-micros", "long")}
 _MAX_DECIMAL_PRECISION = 76
-_CACHE_LIMIT = 256
 
 
 def supports(schema: Any) -> bool:
@@ -83,7 +83,7 @@ def supports(schema: Any) -> bool:
         with no fields, the null type inside a nested record, an array or a map), or a probe
         record does not decode to exactly what the reference gives.
     """
-    return _plan(schema) is not None
+    return _PLANS.get(schema) is not None
 
 
 def decode_batch(messages: Sequence[bytes | None], schema: Any, *, header_size: int = HEADER_SIZE
@@ -104,7 +104,7 @@ def decode_batch(messages: Sequence[bytes | None], schema: Any, *, header_size: 
     Raises:
         ConfigError: the schema is unsupported by the reference too (see `codec.arrow`).
     """
-    plan = _plan(schema)
+    plan = _PLANS.get(schema)
     if plan is not None and any(m is not None for m in messages):
         try:
             table = plan.decode(messages, header_size)
@@ -183,28 +183,6 @@ class _Plan:
         return {"type": "record", "name": self.name, "fields": fields + self.fields}
 
 
-_plans: dict[str, _Plan | None] = {}
-
-
-def _plan(schema: Any) -> _Plan | None:
-    """The cached plan of `schema`, or None when the native path is not for it."""
-    if isinstance(schema, str):
-        with contextlib.suppress(ValueError):
-            schema = json.loads(schema)
-    key = json.dumps(schema, sort_keys=True, default=repr)
-    if key in _plans:
-        return _plans[key]
-    if len(_plans) >= _CACHE_LIMIT:
-        _plans.clear()
-    try:
-        plan = _new_plan(schema)
-    except (ConfigError, _Unsupported, _Mismatch) as exc:
-        logger.info("native Avro decoding not used for record schema %s: %s", _schema_name(schema), exc)
-        plan = None
-    _plans[key] = plan
-    return plan
-
-
 def _new_plan(schema: Any) -> _Plan:
     if AvroSource is None:
         raise _Unsupported("polars-avro is not installed")
@@ -240,10 +218,6 @@ def _unused_token(text: str) -> str:
         token = f"Archiver{os.urandom(4).hex()}"
         if token not in text:
             return token
-
-
-def _schema_name(schema: Any) -> str:
-    return schema.get("name", "?") if isinstance(schema, dict) else "?"
 
 
 class _Rewriter:
@@ -449,3 +423,6 @@ def _with_tombstones(table: pa.Table, messages: Sequence[bytes | None]) -> pa.Ta
 def _reason(exc: BaseException) -> str:
     detail = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+_PLANS: PlanCache[_Plan] = PlanCache(_new_plan, (ConfigError, _Unsupported, _Mismatch), "decoding")

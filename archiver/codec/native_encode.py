@@ -54,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from archiver.codec import arrow as reference
+from archiver.codec.plans import PlanCache
 from archiver.codec.wire import avro_long as _long
 from archiver.errors import ConfigError
 
@@ -68,7 +69,6 @@ __all__ = ["encode_rows", "supports"]
 
 _MARKER_SIZE = 8
 _SYNC_SIZE = 16
-_CACHE_LIMIT = 256
 _MIN_ROWS = 100  # below, the reference is as fast (the native path costs ~1.5 ms per batch)
 _TEMPORAL = {("timestamp-millis", "long"), ("timestamp-micros", "long"), ("local-timestamp-millis", "long"),
              ("local-timestamp-micros", "long"), ("date", "int"), ("time-millis", "int"),
@@ -86,7 +86,7 @@ def supports(schema: Any) -> bool:
         False when polars-avro is missing, the reference rejects the schema, the schema has a
         union of one branch only, or probe rows are not encoded to exactly the reference's bytes.
     """
-    return _plan(schema) is not None
+    return _PLANS.get(schema) is not None
 
 
 def encode_rows(table: pa.Table | pa.RecordBatch, schema: Any, *,
@@ -104,7 +104,7 @@ def encode_rows(table: pa.Table | pa.RecordBatch, schema: Any, *,
     Raises:
         ConfigError, TerminalError: as `codec.arrow.encode_rows` (which then handles the batch).
     """
-    plan = _plan(schema) if table.num_rows >= _MIN_ROWS else None
+    plan = _PLANS.get(schema) if table.num_rows >= _MIN_ROWS else None
     if plan is not None and (tombstones is None or len(tombstones) == table.num_rows):
         try:
             out = plan.encode(table, tombstones)
@@ -114,7 +114,7 @@ def encode_rows(table: pa.Table | pa.RecordBatch, schema: Any, *,
         except _SpotCheckFailed as exc:
             logger.warning("native Avro encoding disagrees with the reference for record schema %s, "
                            "no longer used for it: %s", _schema_name(schema), exc)
-            _plans[_key(schema)] = None
+            _PLANS.disable(schema)
         except BaseException as exc:  # noqa: BLE001 - includes pyo3's PanicException (a BaseException)
             logger.info("native Avro encoding not used for a batch of %d rows: %s", table.num_rows,
                         _reason(exc))
@@ -325,34 +325,6 @@ def _new_marker() -> bytes:
 def _markers(marker: bytes, count: int) -> pa.Array:
     buffers = [None, pa.py_buffer(marker * count)]
     return pa.FixedSizeBinaryArray.from_buffers(pa.binary(_MARKER_SIZE), count, buffers)
-
-
-_plans: dict[str, _Plan | None] = {}
-
-
-def _key(schema: Any) -> str:
-    if isinstance(schema, str):
-        try:
-            schema = json.loads(schema)
-        except ValueError:
-            return schema
-    return json.dumps(schema, sort_keys=True, default=repr)
-
-
-def _plan(schema: Any) -> _Plan | None:
-    """The cached plan of `schema`, or None when the native path is not for it."""
-    key = _key(schema)
-    if key in _plans:
-        return _plans[key]
-    if len(_plans) >= _CACHE_LIMIT:
-        _plans.clear()
-    try:
-        plan = _new_plan(schema)
-    except (ConfigError, _Unsupported, _SpotCheckFailed) as exc:
-        logger.info("native Avro encoding not used for record schema %s: %s", _schema_name(schema), exc)
-        plan = None
-    _plans[key] = plan
-    return plan
 
 
 def _new_plan(schema: Any) -> _Plan:
@@ -673,3 +645,6 @@ def _schema_name(schema: Any) -> str:
 def _reason(exc: BaseException) -> str:
     detail = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+_PLANS: PlanCache[_Plan] = PlanCache(_new_plan, (ConfigError, _Unsupported, _SpotCheckFailed), "encoding")

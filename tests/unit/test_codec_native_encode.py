@@ -68,7 +68,7 @@ def nullable(array: pa.Array, kind: pa.DataType) -> pa.Array:
 
 def native_result(table, schema, tombstones=None):
     """What the native path alone gives (no spot check, no fallback), or None where it declines."""
-    plan = native_encode._plan(schema)
+    plan = native_encode._PLANS.get(schema)
     if plan is None:
         return None
     try:
@@ -379,7 +379,7 @@ def test_a_spot_check_difference_falls_back_and_retires_the_schema():
     with wrong:
         assert native_encode.encode_rows(table, schema) == datums
     assert not native_encode.supports(schema)
-    native_encode._plans.clear()
+    native_encode._PLANS.clear()
 
 
 @pytest.mark.parametrize("schema", [
