@@ -1,9 +1,14 @@
 """Fixtures of the integration tier: clients and an archive prefix on the real services."""
 
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from archiver import demo
 from archiver.codec.registry import Registry
 from archiver.config import KafkaSettings, RegistrySettings
 
@@ -24,3 +29,45 @@ def archive_env(services, unique) -> dict:
     """Environment for `archiver run` archiving into a fresh prefix of the real bucket."""
     return os.environ | services.env | {"ARCHIVER_ARCHIVE_URL": f"s3://{services.bucket}/{unique}",
                                         "ARCHIVER_GROUP_ID": f"archiver-{unique}"}
+
+
+@dataclass(frozen=True)
+class ArchivedTopic:
+    """Demo events produced into a real topic and archived by `archiver run --once` into real S3."""
+
+    topic: str
+    records: int
+    partitions: int
+    start_ms: int
+    span_ms: int
+    env: dict  # the environment `archiver` was run with (ARCHIVER_ARCHIVE_URL, ...)
+
+    @property
+    def url(self) -> str:
+        return self.env["ARCHIVER_ARCHIVE_URL"]
+
+
+ARCHIVER = str(Path(sys.executable).parent / "archiver")
+
+
+def archive_demo(services, name: str, records: int = 4000, partitions: int = 3,
+                 start_ms: int = 1_764_000_000_000, span_ms: int = 3 * 3600_000,
+                 config: str | None = None) -> ArchivedTopic:
+    """Produce `records` demo events spread over `span_ms` and archive them; read-only afterwards."""
+    env = os.environ | services.env | {"ARCHIVER_ARCHIVE_URL": f"s3://{services.bucket}/{name}",
+                                       "ARCHIVER_GROUP_ID": f"archiver-{name}"}
+    if config:
+        env["ARCHIVER_CONFIG"] = config
+    kafka = KafkaSettings.from_env(services.env)
+    with Registry(RegistrySettings.from_env(services.env)) as registry:
+        demo.produce(kafka, registry, name, records, partitions=partitions, start_ms=start_ms, span_ms=span_ms)
+    result = subprocess.run([ARCHIVER, "run", "--once", "--topics", name], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return ArchivedTopic(name, records, partitions, start_ms, span_ms, env)
+
+
+@pytest.fixture(scope="session")
+def archived_demo(services) -> ArchivedTopic:
+    """One archived demo topic shared by read-only tests (query, ddl, status): do not modify it."""
+    return archive_demo(services, f"shared-demo-{os.urandom(3).hex()}")
