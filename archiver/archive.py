@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,13 +33,7 @@ class Archive:
 
     def live_entries(self, topic: str, partition: int) -> list[Entry]:
         """Commit (and compaction) entries in effect, in offset order: claims and replaced ones left out."""
-        live: dict[int, Entry] = {}
-        for entry in self.entries(topic, partition):
-            for replaced in entry.replaces:
-                live.pop(replaced, None)
-            if entry.kind != "claim":
-                live[entry.seq] = entry
-        return sorted(live.values(), key=lambda e: e.start)
+        return live_of(self.entries(topic, partition))
 
     def files(self, topic: str, partition: int | None = None) -> Iterator[FileEntry]:
         """Every committed file of a topic (or one partition), in offset order per partition."""
@@ -53,3 +47,14 @@ class Archive:
     def read_topic(self, topic: str) -> pa.Table:
         tables = [self.read(f) for f in self.files(topic)]
         return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+
+def live_of(entries: Iterable[Entry]) -> list[Entry]:
+    """The entries in effect among a ledger's entries (in seq order), sorted by offset."""
+    live: dict[int, Entry] = {}
+    for entry in entries:
+        for replaced in entry.replaces:
+            live.pop(replaced, None)
+        if entry.kind != "claim":
+            live[entry.seq] = entry
+    return sorted(live.values(), key=lambda e: e.start)

@@ -320,6 +320,53 @@ def _register_target_schemas(archive, plan, target, url) -> dict[int, int]:
     return mapping
 
 
+@cli.command()
+@click.option("--archive-url", envvar="ARCHIVER_ARCHIVE_URL", help="Archive to compact [env ARCHIVER_ARCHIVE_URL]")
+@click.option("--topics", help="Comma-separated topics (default: every archived topic).")
+@click.option("--target-size", default="128MB", show_default=True, help="Size merged files grow to.")
+@click.option("--row-group-size", default="64MiB", show_default=True,
+              help="In-memory bytes per Parquet row group (bounds memory; large groups suit Athena).")
+@click.option("--closed-after", default="1h", show_default=True,
+              help="Compact a time partition this long after its end (wall clock).")
+@click.option("--grace", default="15m", show_default=True,
+              help="Delete replaced files this long after their replacement committed.")
+@click.option("--stale-after", default="1h", show_default=True,
+              help="Remove the uploads of a compaction unfinished for this long (a crashed one).")
+@click.option("--sort-by", type=click.Choice(["offset", "key"]), default="offset", show_default=True,
+              help="Row order in merged files: offset, or key then offset within each row group.")
+@click.option("--dry-run", is_flag=True, help="Show what would be merged; change nothing.")
+@_one_line_errors
+def compact(archive_url, topics, target_size, row_group_size, closed_after, grace, stale_after, sort_by, dry_run):
+    """Merge small files of closed time partitions into large ones, through the ledger."""
+    import json
+
+    from archiver import compact as compact_mod
+    from archiver.archive import Archive
+    from archiver.errors import ConfigError
+    from archiver.store import open_store
+
+    if not archive_url:
+        raise ConfigError("archive url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
+    settings = compact_mod.CompactSettings(
+        target_bytes=compact_mod.parse_size(target_size, "--target-size"),
+        row_group_bytes=compact_mod.parse_size(row_group_size, "--row-group-size"),
+        closed_after_s=compact_mod.parse_duration(closed_after, "--closed-after"),
+        grace_s=compact_mod.parse_duration(grace, "--grace"),
+        stale_after_s=compact_mod.parse_duration(stale_after, "--stale-after"), sort_by=sort_by)
+    chosen = [t.strip() for t in topics.split(",") if t.strip()] if topics else None
+    report = compact_mod.compact(Archive(open_store(archive_url)), chosen, settings, dry_run=dry_run)
+    for p in report.partitions:
+        if p.files_in or p.deleted_files or p.removed_stale:
+            click.echo(json.dumps(_plain(p)))
+    click.echo(json.dumps({"dry_run": dry_run} | report.totals()))
+
+
+def _plain(obj) -> dict:
+    import dataclasses
+
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in dataclasses.asdict(obj).items()}
+
+
 def _configure_logging(fmt: str) -> None:
     root = logging.getLogger()
     if root.level > logging.INFO:

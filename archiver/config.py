@@ -197,6 +197,15 @@ class RunSettings:
     decoder: str = "auto"
     """auto (batch-native decoder where it supports the schema, fastavro otherwise) or reference
     (always the per-record fastavro decoder) (ARCHIVER_DECODER)."""
+    compact_interval_s: float = 0.0
+    """Compact the partitions this daemon owns every this many seconds, in a background thread;
+    0 disables (ARCHIVER_COMPACT_INTERVAL_S). `archiver compact` runs it once."""
+    compact_target_bytes: int = 128 * 1024 * 1024
+    """Size merged files grow to (ARCHIVER_COMPACT_TARGET_BYTES)."""
+    compact_closed_after_s: float = 3600.0
+    """A time partition is compacted this long after its end (ARCHIVER_COMPACT_CLOSED_AFTER_S)."""
+    compact_grace_s: float = 900.0
+    """Replaced files are deleted this long after compaction (ARCHIVER_COMPACT_GRACE_S)."""
     defaults: TopicSettings = TopicSettings()
     overrides: dict[str, TopicSettings] = field(default_factory=dict)
 
@@ -227,7 +236,9 @@ _RUN_ENV = {"archive_url": "ARCHIVER_ARCHIVE_URL", "topics": "ARCHIVER_TOPICS",
             "group_instance_id": "ARCHIVER_GROUP_INSTANCE_ID", "session_timeout_ms": "ARCHIVER_SESSION_TIMEOUT_MS",
             "max_buffer_bytes": "ARCHIVER_MAX_BUFFER_BYTES", "shutdown_timeout_s": "ARCHIVER_SHUTDOWN_TIMEOUT_S", "on_decode_error": "ARCHIVER_ON_DECODE_ERROR",
             "dlq_topic": "ARCHIVER_DLQ_TOPIC", "metrics_address": "ARCHIVER_METRICS_ADDRESS",
-            "log_format": "ARCHIVER_LOG_FORMAT", "decoder": "ARCHIVER_DECODER"}
+            "log_format": "ARCHIVER_LOG_FORMAT", "decoder": "ARCHIVER_DECODER",
+            "compact_interval_s": "ARCHIVER_COMPACT_INTERVAL_S", "compact_target_bytes": "ARCHIVER_COMPACT_TARGET_BYTES",
+            "compact_closed_after_s": "ARCHIVER_COMPACT_CLOSED_AFTER_S", "compact_grace_s": "ARCHIVER_COMPACT_GRACE_S"}
 
 
 def load_run_settings(path: str | None, env: Mapping[str, str] = os.environ,

@@ -89,6 +89,13 @@ class Daemon:
                          self._flush_dead_letters)
         self.sink.key_decoder_for = self._key_decoder
         self._key_decoders: dict[str, KeyDecoder] = {}
+        self.compaction = None
+        if settings.compact_interval_s > 0 and not once:
+            from archiver.compact import CompactSettings, Scheduled
+
+            self.compaction = Scheduled(settings.archive_url, settings.compact_interval_s, CompactSettings(
+                target_bytes=settings.compact_target_bytes, closed_after_s=settings.compact_closed_after_s,
+                grace_s=settings.compact_grace_s), lambda: list(self.sink.owned))
 
     # --- wiring ------------------------------------------------------------------------------
 
@@ -302,6 +309,8 @@ class Daemon:
 
     def _tick(self) -> None:
         self._record_highs()
+        if self.compaction is not None:
+            self.compaction.tick()
         now = time.monotonic()
         for (topic, partition), (retry_at, backoff) in list(self._paused.items()):
             if now < retry_at:
@@ -363,6 +372,8 @@ class Daemon:
                                      "archived by the next run")
 
     def _close(self) -> None:
+        if self.compaction is not None:
+            self.compaction.close()
         try:
             self.consumer.close()
         except KafkaException as e:

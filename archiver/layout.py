@@ -80,24 +80,31 @@ def field_value_path(field: str, value: object, allowed: frozenset[str]) -> str:
 
 @dataclass(frozen=True)
 class DataKey:
-    """Where one Parquet file lives: its partition directories and the offsets it starts at."""
+    """Where one Parquet file lives: its partition directories and the offsets it starts at.
+
+    A compacted file also names the ledger seq of its compaction, so it never collides with the
+    file of a commit that starts at the same offset.
+    """
 
     topic: str
     partition: int
     first_offset: int
     epoch: int
     directories: str  # e.g. "dt=2026-11-24/hour=21/key_bucket=07"
+    compaction: int | None = None  # the compaction's ledger seq
 
     def format(self) -> str:
+        suffix = "" if self.compaction is None else f"-c{self.compaction:020d}"
         return (f"topic={self.topic}/{self.directories}/"
-                f"{self.topic}+{self.partition}+{self.first_offset:020d}+{self.epoch:010d}.parquet")
+                f"{self.topic}+{self.partition}+{self.first_offset:020d}+{self.epoch:010d}{suffix}.parquet")
 
     def partition_values(self) -> dict[str, str]:
         return dict(part.split("=", 1) for part in self.directories.split("/"))
 
 
 _DATA_KEY = re.compile(r"^topic=(?P<topic>[^/]+)/(?P<dirs>(?:[^/=]+=[^/]+/)+)"
-                       r"(?P=topic)\+(?P<partition>\d+)\+(?P<first>\d{20})\+(?P<epoch>\d{10})\.parquet$")
+                       r"(?P=topic)\+(?P<partition>\d+)\+(?P<first>\d{20})\+(?P<epoch>\d{10})"
+                       r"(?:-c(?P<compaction>\d{20}))?\.parquet$")
 
 
 def parse_data_key(key: str) -> DataKey:
@@ -105,7 +112,8 @@ def parse_data_key(key: str) -> DataKey:
     m = _DATA_KEY.match(key)
     if not m:
         raise ValueError(f"not an archive data key: {key!r}")
-    return DataKey(m["topic"], int(m["partition"]), int(m["first"]), int(m["epoch"]), m["dirs"].rstrip("/"))
+    return DataKey(m["topic"], int(m["partition"]), int(m["first"]), int(m["epoch"]), m["dirs"].rstrip("/"),
+                   int(m["compaction"]) if m["compaction"] else None)
 
 
 def ledger_prefix(topic: str, partition: int) -> str:
@@ -128,13 +136,14 @@ def intent_prefix(topic: str, partition: int) -> str:
     return f"_intents/topic={topic}/partition={partition}/"
 
 
-def intent_key(topic: str, partition: int, seq: int, epoch: int) -> str:
-    return f"{intent_prefix(topic, partition)}{seq:020d}-{epoch:010d}.json"
+def intent_key(topic: str, partition: int, seq: int, epoch: int, kind: str = "commit") -> str:
+    suffix = "" if kind == "commit" else f"-{kind}"
+    return f"{intent_prefix(topic, partition)}{seq:020d}-{epoch:010d}{suffix}.json"
 
 
-def parse_intent_key(key: str) -> tuple[str, int, int, int]:
-    """(topic, partition, seq, epoch) of an intent key."""
-    m = re.match(r"^_intents/topic=([^/]+)/partition=(\d+)/(\d{20})-(\d{10})\.json$", key)
+def parse_intent_key(key: str) -> tuple[str, int, int, int, str]:
+    """(topic, partition, seq, epoch, kind) of an intent key; kind is "commit" or "compaction"."""
+    m = re.match(r"^_intents/topic=([^/]+)/partition=(\d+)/(\d{20})-(\d{10})(-compaction)?\.json$", key)
     if not m:
         raise ValueError(f"not an intent key: {key!r}")
-    return m[1], int(m[2]), int(m[3]), int(m[4])
+    return m[1], int(m[2]), int(m[3]), int(m[4]), "compaction" if m[5] else "commit"

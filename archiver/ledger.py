@@ -3,13 +3,18 @@
     _ledger/topic=T/partition=P/<seq>.json   entries, written with If-None-Match: * (one winner per seq)
     _intents/topic=T/partition=P/<seq>-<epoch>.json   files a writer is about to upload for seq
 
-An entry is a claim (a new owner fences older ones by taking the next seq with a higher epoch)
-or a commit (files covering the contiguous offset range [start, end)). The archive, not Kafka,
-is the source of truth: an owner resumes at the end of the last committed range. See DESIGN.md.
+An entry is a claim (a new owner fences older ones by taking the next seq with a higher epoch),
+a commit (files covering the contiguous offset range [start, end)) or a compaction (new files
+that replace a contiguous run of earlier entries; it takes the next seq with the owner's epoch,
+so it races safely with the live writer without fencing it). The archive, not Kafka, is the
+source of truth: an owner resumes at the end of the last committed range. See DESIGN.md.
+
+    _intents/topic=T/partition=P/<seq>-<epoch>-compaction.json   files a compactor is about to upload
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -55,6 +60,12 @@ class Entry:
     replaces: list[int] = field(default_factory=list)
     committed_at: float = 0.0
     writer: str = ""
+    frontier: int | None = None  # a compaction: the archive's next offset when it was written
+
+    @property
+    def next_offset(self) -> int | None:
+        """Where the archive continues after this entry (a compaction's range may lie behind)."""
+        return self.frontier if self.kind == "compaction" else self.end
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -98,7 +109,7 @@ class PartitionLedger:
 
     def next_offset(self) -> int | None:
         """Where the archive continues: the end of the last committed range, or None if unknown."""
-        return self.head.end if self.head else None
+        return self.head.next_offset if self.head else None
 
     # --- owning ----------------------------------------------------------------------------
 
@@ -111,7 +122,7 @@ class PartitionLedger:
             head = self.read_head()
             seq = head.seq + 1 if head else 1
             epoch = head.epoch + 1 if head else 1
-            start = head.end if head else None
+            start = head.next_offset if head else None
             claim = Entry(seq, epoch, "claim", start, start, committed_at=time.time(), writer=writer_id())
             try:
                 self.store.put(layout.ledger_key(self.topic, self.partition, seq), claim.to_json(), if_absent=True)
@@ -124,26 +135,45 @@ class PartitionLedger:
             return claim
 
     def _remove_uncommitted(self) -> None:
-        """Delete files named by intents that no committed entry of their epoch covers."""
+        """Delete files named by writer intents that no committed entry of their epoch holds.
+
+        Compaction intents are left to compactors (`remove_stale_compactions`): a compaction may
+        be uploading right now, and only its age tells a crashed one from a running one.
+        """
         for key in list(self.store.list(layout.intent_prefix(self.topic, self.partition))):
-            _, _, seq, epoch = layout.parse_intent_key(key)
-            if not self._committed(seq, epoch):
-                try:
-                    names = json.loads(self.store.get(key))["files"]
-                except NotFound:
-                    continue
+            _, _, seq, epoch, kind = layout.parse_intent_key(key)
+            if kind != "commit":
+                continue
+            try:
+                names = json.loads(self.store.get(key))["files"]
+            except NotFound:
+                continue
+            if not self.holds(seq, epoch, "commit", names):
                 for name in names:
                     self.store.delete(name)
                 logger.info("removed %d uncommitted file(s) of %s[%d] seq %d epoch %d",
                             len(names), self.topic, self.partition, seq, epoch)
             self.store.delete(key)
 
-    def _committed(self, seq: int, epoch: int) -> bool:
-        try:
-            entry = Entry.from_json(self.store.get(layout.ledger_key(self.topic, self.partition, seq)))
-        except NotFound:
-            return False
-        return entry.epoch == epoch and entry.kind != "claim"
+    def holds(self, seq: int, epoch: int, kind: str, names: list[str]) -> bool:
+        """Whether the entry an intent for `seq` ended up as names all of `names`.
+
+        A writer whose seq was taken by a compaction commits at the next free seq with the same
+        epoch, keeping its first intent: so for a commit, compactions are stepped over and the
+        first other entry decides. A compactor that lost its seq retries later with any epoch:
+        every later entry is searched.
+        """
+        wanted = set(names)
+        while True:
+            try:
+                entry = Entry.from_json(self.store.get(layout.ledger_key(self.topic, self.partition, seq)))
+            except NotFound:
+                return False
+            if entry.kind == kind and wanted <= {f.key for f in entry.files}:
+                return True
+            if kind == "commit" and entry.kind != "compaction":
+                return False
+            seq += 1
 
     def write_intent(self, keys: list[str]) -> None:
         """Record the files about to be uploaded for the next seq, so a crash can be cleaned up."""
@@ -151,17 +181,30 @@ class PartitionLedger:
         body = json.dumps({"files": keys, "writer": writer_id()}).encode()
         self.store.put(layout.intent_key(self.topic, self.partition, seq, self.epoch), body)
 
-    def commit(self, entry: Entry) -> None:
-        """Append `entry` (built for seq head+1 and this epoch); FencedError if another owner won."""
+    def commit(self, entry: Entry) -> Entry:
+        """Append `entry` (built for seq head+1 and this epoch); returns it as committed.
+
+        A compaction that took the seq meanwhile is stepped over (the entry moves to the next
+        seq); any other entry there means another owner won: FencedError.
+        """
         assert entry.seq == self.head.seq + 1 and entry.epoch == self.epoch
-        key = layout.ledger_key(self.topic, self.partition, entry.seq)
-        try:
-            self.store.put(key, entry.to_json(), if_absent=True)
-        except PreconditionFailed:
-            existing = Entry.from_json(self.store.get(key))
-            if existing != entry:  # not our own earlier attempt whose response was lost
-                raise FencedError(f"{self.topic}[{self.partition}] seq {entry.seq} taken by epoch "
-                                  f"{existing.epoch} ({existing.writer}); this writer (epoch {self.epoch}) "
-                                  f"lost the partition") from None
+        intent = layout.intent_key(self.topic, self.partition, entry.seq, self.epoch)
+        while True:
+            key = layout.ledger_key(self.topic, self.partition, entry.seq)
+            try:
+                self.store.put(key, entry.to_json(), if_absent=True)
+                break
+            except PreconditionFailed:
+                existing = Entry.from_json(self.store.get(key))
+                if existing == entry:  # our own earlier attempt whose response was lost
+                    break
+                if existing.kind != "compaction" or existing.epoch != self.epoch:
+                    raise FencedError(f"{self.topic}[{self.partition}] seq {entry.seq} taken by epoch "
+                                      f"{existing.epoch} ({existing.writer}); this writer (epoch {self.epoch}) "
+                                      f"lost the partition") from None
+                logger.info("%s[%d] seq %d taken by a compaction; committing at seq %d",
+                            self.topic, self.partition, entry.seq, entry.seq + 1)
+                entry = dataclasses.replace(entry, seq=entry.seq + 1)
         self.head = entry
-        self.store.delete(layout.intent_key(self.topic, self.partition, entry.seq, self.epoch))
+        self.store.delete(intent)
+        return entry

@@ -15,6 +15,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -362,7 +363,7 @@ class Sink:
                 pending.uploaded = True
             self._flush_dead_letters()
             entry = pending.entry
-            ledger.commit(Entry(**{**entry.__dict__, "committed_at": time.time()}))
+            pending.entry = ledger.commit(dataclasses.replace(entry, committed_at=time.time()))
         except TransientError as e:
             logger.warning("commit of %s[%d] seq %d delayed: %s", buffer.topic, buffer.partition,
                            pending.entry.seq, e)

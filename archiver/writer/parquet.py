@@ -67,13 +67,18 @@ def encode(table: pa.Table, writer_schemas: dict[int, str], compression: str = "
            compression_level: int | None = None, row_group_size: int = 1_000_000) -> bytes:
     """One Parquet file; the writer schemas (id → Avro JSON) go into the key-value metadata."""
     metadata = dict(table.schema.metadata or {})
-    metadata[WRITER_SCHEMAS_KEY] = _schemas_json(tuple(sorted(writer_schemas.items())))
+    metadata[WRITER_SCHEMAS_KEY] = schemas_json(tuple(sorted(writer_schemas.items())))
     table = table.replace_schema_metadata(metadata)
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression=compression, compression_level=compression_level,
-                   row_group_size=row_group_size, write_statistics=True,
-                   use_dictionary=_dictionary_columns(table.schema))
+    pq.write_table(table, sink, row_group_size=row_group_size,
+                   **writer_options(table.schema, compression, compression_level))
     return sink.getvalue()
+
+
+def writer_options(schema: pa.Schema, compression: str = "zstd", compression_level: int | None = None) -> dict:
+    """Parquet writer settings shared by the sink and compaction."""
+    return {"compression": compression, "compression_level": compression_level, "write_statistics": True,
+            "use_dictionary": _dictionary_columns(schema.remove_metadata())}
 
 
 _UNIQUE_COLUMNS = frozenset({"_kafka_offset", "_kafka_timestamp"})
@@ -91,7 +96,7 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
 
 
 @functools.lru_cache(maxsize=64)
-def _schemas_json(writer_schemas: tuple[tuple[int, str], ...]) -> bytes:
+def schemas_json(writer_schemas: tuple[tuple[int, str], ...]) -> bytes:
     return json.dumps({str(k): v for k, v in writer_schemas}).encode()
 
 

@@ -56,7 +56,8 @@ def test_invalid_topic_names_are_rejected(bad):
 @given(topics, st.integers(0, 10**5), st.integers(0, 10**12), st.integers(0, 10**9))
 def test_ledger_and_intent_keys_round_trip(topic, partition, seq, epoch):
     assert layout.parse_ledger_key(layout.ledger_key(topic, partition, seq)) == (topic, partition, seq)
-    assert layout.parse_intent_key(layout.intent_key(topic, partition, seq, epoch)) == (topic, partition, seq, epoch)
+    assert layout.parse_intent_key(layout.intent_key(topic, partition, seq, epoch)) == (topic, partition, seq, epoch, "commit")
+    assert layout.parse_intent_key(layout.intent_key(topic, partition, seq, epoch, "compaction"))[-1] == "compaction"
     assert layout.ledger_key(topic, partition, seq).startswith(layout.ledger_prefix(topic, partition))
 
 

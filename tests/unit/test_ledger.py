@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from archiver import layout
@@ -70,3 +72,75 @@ def test_claim_deletes_uploads_of_an_uncommitted_flush_and_keeps_committed_ones(
     with pytest.raises(NotFound):
         store.get("topic=t/dt=x/orphan.parquet")
     assert list(store.list("_intents/")) == []
+
+
+def compaction_entry(head: Entry, replaces: list[Entry], keys=()) -> Entry:
+    """What a compactor writes: the next seq with the owner's epoch, replacing `replaces`."""
+    start, end = replaces[0].start, replaces[-1].end
+    files = [FileEntry(k, 1, 1, "0" * 64, start, end - 1, None, None, [1]) for k in keys]
+    return Entry(head.seq + 1, head.epoch, "compaction", start, end, files, replaces=[e.seq for e in replaces],
+                 frontier=head.next_offset)
+
+
+def test_a_writer_steps_over_a_compaction_that_took_its_seq(store):
+    ledger = PartitionLedger(store, "t", 0)
+    ledger.claim()
+    first = ledger.commit(commit_entry(ledger, 0, 10, ["a"]))
+    entry = commit_entry(ledger, 10, 20, ["b"])  # built for seq 3 ...
+    ledger.write_intent(["b"])
+    store.put(layout.ledger_key("t", 0, 3), compaction_entry(first, [first], ["c"]).to_json(), if_absent=True)
+
+    committed = ledger.commit(entry)  # ... while a compaction took seq 3
+
+    assert (committed.seq, committed.start, committed.end) == (4, 10, 20)
+    kinds = [(e.seq, e.kind) for e in ledger.entries()]
+    assert kinds == [(1, "claim"), (2, "commit"), (3, "compaction"), (4, "commit")]
+    assert list(store.list("_intents/")) == []
+
+
+def test_a_zombie_is_still_fenced_behind_a_compaction(store):
+    zombie = PartitionLedger(store, "t", 0)
+    zombie.claim()
+    first = zombie.commit(commit_entry(zombie, 0, 10))
+    store.put(layout.ledger_key("t", 0, 3), compaction_entry(first, [first]).to_json(), if_absent=True)
+    PartitionLedger(store, "t", 0).claim()  # seq 4, epoch 2
+    with pytest.raises(FencedError, match="lost the partition"):
+        zombie.commit(commit_entry(zombie, 10, 20))
+
+
+def test_a_claim_after_a_compaction_resumes_at_the_frontier_not_the_compacted_range(store):
+    ledger = PartitionLedger(store, "t", 0)
+    ledger.claim()
+    first = ledger.commit(commit_entry(ledger, 0, 10))
+    second = ledger.commit(commit_entry(ledger, 10, 20))
+    store.put(layout.ledger_key("t", 0, 4), compaction_entry(second, [first]).to_json(), if_absent=True)
+    claim = PartitionLedger(store, "t", 0).claim()
+    assert (claim.seq, claim.epoch, claim.start) == (5, 2, 20)
+
+
+def test_claim_keeps_files_a_writer_committed_after_stepping_over_a_compaction(store):
+    crashed = PartitionLedger(store, "t", 0)
+    crashed.claim()
+    first = crashed.commit(commit_entry(crashed, 0, 10))
+    entry = commit_entry(crashed, 10, 20, ["topic=t/dt=x/late.parquet"])
+    crashed.write_intent(["topic=t/dt=x/late.parquet"])
+    store.put("topic=t/dt=x/late.parquet", b"data")
+    store.put(layout.ledger_key("t", 0, 3), compaction_entry(first, [first]).to_json(), if_absent=True)
+    store.put(layout.ledger_key("t", 0, 4), dataclasses.replace(entry, seq=4).to_json(), if_absent=True)
+    # killed before the intent of seq 3 was deleted
+
+    PartitionLedger(store, "t", 0).claim()
+
+    assert store.get("topic=t/dt=x/late.parquet") == b"data"
+    assert list(store.list("_intents/")) == []
+
+
+def test_claim_leaves_compaction_intents_to_compactors(store):
+    ledger = PartitionLedger(store, "t", 0)
+    ledger.claim()
+    key = layout.intent_key("t", 0, 2, 1, "compaction")
+    store.put(key, b'{"files": ["topic=t/dt=x/merged.parquet"], "started_at": 0}')
+    store.put("topic=t/dt=x/merged.parquet", b"data")  # a compaction uploading right now
+    PartitionLedger(store, "t", 0).claim()
+    assert store.get("topic=t/dt=x/merged.parquet") == b"data"
+    assert list(store.list("_intents/")) == [key]

@@ -1,0 +1,461 @@
+"""Compaction: merge the small files of closed time partitions into large ones, through the ledger.
+
+The sink writes one file per Kafka partition, output partition and commit, so a busy hour ends
+up as many small files. Compaction rewrites them per (Kafka partition, directory) into files near
+a target size, ordered by offset (or by key within each row group), and swaps them in with one
+ledger entry:
+
+    run      = the contiguous run of live entries, from the first to the last that holds a small
+               file of a closed directory
+    files    = merged files for those directories + every other file of the run, unchanged
+    intent   = _intents/.../<seq>-<epoch>-compaction.json, rewritten before each upload
+    entry    = {kind: compaction, seq: head.seq + 1, epoch: head.epoch, start: run[0].start,
+                end: run[-1].end, replaces: [seqs of run], frontier: head's next offset}
+    put entry with If-None-Match: *     # races safely with the live writer: the writer steps
+                                        # over a compaction; a compaction that lost retries
+                                        # while its run is still live, else deletes its files
+
+Readers see either the old entries or the compaction entry, never both, so replay, query and
+verify see no duplicate and no gap at any moment, including when compaction is killed midway:
+its uploads are named by an intent and removed by a later compaction once the intent is older
+than `stale_after_s`. Replaced files are deleted `grace_s` after the compaction committed, so
+readers that listed them just before can still read them.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from archiver import layout
+from archiver.archive import Archive, live_of
+from archiver.errors import ConfigError, NotFound, PreconditionFailed
+from archiver.ledger import Entry, FileEntry, PartitionLedger, writer_id
+from archiver.store import ObjectStore
+from archiver.writer import parquet
+
+logger = logging.getLogger(__name__)
+
+_GC_MARKER = "_gc/topic={topic}/partition={partition}.json"
+
+
+@dataclass(frozen=True)
+class CompactSettings:
+    """What to compact and how."""
+
+    target_bytes: int = 128 * 1024 * 1024
+    """Merged files are closed once they reach this size (Athena reads 64–256 MB files best)."""
+    row_group_bytes: int = 64 * 1024 * 1024
+    """In-memory (Arrow) bytes per row group: large groups for scans, bounded memory here."""
+    closed_after_s: float = 3600.0
+    """A time partition is closed, and compacted, this long after its end (wall clock)."""
+    grace_s: float = 900.0
+    """Replaced files are deleted this long after the compaction that replaced them."""
+    stale_after_s: float = 3600.0
+    """An unfinished compaction older than this is a crashed one: its uploads are removed."""
+    sort_by: str = "offset"
+    """offset, or key (by key then offset within each row group, for key lookups)."""
+    min_files: int = 2
+    """Compact a directory once it holds at least this many small files of one partition."""
+
+    def __post_init__(self):
+        if self.sort_by not in ("offset", "key"):
+            raise ConfigError(f"sort_by: expected offset or key, got {self.sort_by!r}")
+        if self.target_bytes <= 0 or self.row_group_bytes <= 0:
+            raise ConfigError("target_bytes and row_group_bytes must be positive")
+
+
+@dataclass
+class PartitionReport:
+    """What compaction did to one topic-partition."""
+
+    topic: str
+    partition: int
+    seq: int | None = None
+    directories: int = 0
+    files_in: int = 0
+    bytes_in: int = 0
+    files_out: int = 0
+    bytes_out: int = 0
+    replaced_entries: int = 0
+    deleted_files: int = 0
+    removed_stale: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Report:
+    partitions: list[PartitionReport] = field(default_factory=list)
+
+    def totals(self) -> dict:
+        keys = ("directories", "files_in", "bytes_in", "files_out", "bytes_out", "replaced_entries",
+                "deleted_files", "removed_stale")
+        out = {k: sum(getattr(p, k) for p in self.partitions) for k in keys}
+        out["seconds"] = round(sum(p.seconds for p in self.partitions), 3)
+        out["mb_per_s"] = round(out["bytes_in"] / 1e6 / out["seconds"], 2) if out["seconds"] else 0.0
+        return out
+
+
+def compact(archive: Archive, topics: Iterable[str] | None = None, settings: CompactSettings = CompactSettings(),
+            partitions: Callable[[str], Iterable[int]] | None = None, now: Callable[[], float] = time.time,
+            dry_run: bool = False) -> Report:
+    """Compact every (or the given) topic's partitions, then delete files replaced long enough ago."""
+    known = archive.topics()
+    chosen = list(topics) if topics else known
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise ConfigError(f"topic {unknown[0]!r} is not in the archive {archive.store.url}")
+    report = Report()
+    for topic in chosen:
+        for p in (partitions(topic) if partitions else archive.partitions(topic)):
+            report.partitions.append(compact_partition(archive.store, topic, p, settings, now, dry_run))
+    return report
+
+
+def compact_partition(store: ObjectStore, topic: str, partition: int, settings: CompactSettings,
+                      now: Callable[[], float] = time.time, dry_run: bool = False) -> PartitionReport:
+    started = time.monotonic()
+    report = PartitionReport(topic, partition)
+    ledger = PartitionLedger(store, topic, partition)
+    if not dry_run:
+        report.removed_stale = _remove_stale(ledger, settings, now())
+    entries = list(ledger.entries())
+    plan = _plan(entries, settings, now())
+    if plan is not None:
+        run, merge = plan
+        report.directories = len(merge)
+        report.files_in = sum(len(files) for files in merge.values())
+        report.bytes_in = sum(f.bytes for files in merge.values() for f in files)
+        report.replaced_entries = len(run)
+        if not dry_run:
+            committed, merged = _Compaction(store, ledger, entries[-1], run, merge, settings, now).execute()
+            if committed is not None:
+                report.seq = committed.seq
+                report.files_out, report.bytes_out = len(merged), sum(f.bytes for f in merged)
+                entries = list(ledger.entries())
+    if not dry_run:
+        report.deleted_files = _collect_garbage(store, topic, partition, entries, settings, now())
+    report.seconds = time.monotonic() - started
+    return report
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+_SIZES = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_duration(text: str, what: str) -> float:
+    """Seconds of `90`, `30s`, `15m`, `1h` or `2d`; ConfigError naming `what` otherwise."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text.lower())
+    if not m:
+        raise ConfigError(f"{what}: expected a duration such as 90s, 15m, 1h or 2d, got {text!r}")
+    return float(m[1]) * _UNITS[m[2]]
+
+
+def parse_size(text: str, what: str) -> int:
+    """Bytes of `1048576`, `128MB` or `64MiB`; ConfigError naming `what` otherwise."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*", text.lower())
+    if not m or float(m[1]) <= 0:
+        raise ConfigError(f"{what}: expected a size such as 128MB or 64MiB, got {text!r}")
+    return int(float(m[1]) * _SIZES[m[2] or ""])
+
+
+# --- planning --------------------------------------------------------------------------------
+
+def directories_of(key: str) -> str:
+    """The partition directories of a data key: `topic=T/<dirs>/<name>` → `<dirs>`."""
+    return key.split("/", 1)[1].rsplit("/", 1)[0]
+
+
+_TIME_PARTS = re.compile(r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})(?:/hour=(\d{2}))?(?:/minute=(\d{2}))?(?:/|$)")
+
+
+def time_partition_end(directories: str) -> float | None:
+    """The end (epoch seconds) of the time partition a directory holds; None if it has none."""
+    m = _TIME_PARTS.search(directories)
+    if not m:
+        return None
+    day, hour, minute = m.groups()
+    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    if hour is None:
+        return start + 86_400
+    start += int(hour) * 3600
+    return start + 3600 if minute is None else start + int(minute) * 60 + 60
+
+
+def _plan(entries: list[Entry], settings: CompactSettings, now: float
+          ) -> tuple[list[Entry], dict[str, list[FileEntry]]] | None:
+    """The run of live entries to replace and, per directory, the files to merge."""
+    live = live_of(entries)
+    small = settings.target_bytes // 2
+    by_dir: dict[str, list[FileEntry]] = collections.defaultdict(list)
+    for entry in live:
+        for f in entry.files:
+            if f.bytes < small:
+                by_dir[directories_of(f.key)].append(f)
+    chosen = {d for d, files in by_dir.items() if len(files) >= settings.min_files
+              and (end := time_partition_end(d)) is not None and end + settings.closed_after_s <= now}
+    if not chosen:
+        return None
+    holds = [i for i, e in enumerate(live) if any(f.bytes < small and directories_of(f.key) in chosen
+                                                  for f in e.files)]
+    run = live[holds[0]:holds[-1] + 1]
+    merge = {d: sorted((f for e in run for f in e.files if f.bytes < small and directories_of(f.key) == d),
+                       key=lambda f: f.first_offset) for d in sorted(chosen)}
+    return run, merge
+
+
+# --- doing -----------------------------------------------------------------------------------
+
+class _Compaction:
+    """One compaction of one partition: merge, upload under an intent, commit one ledger entry."""
+
+    def __init__(self, store: ObjectStore, ledger: PartitionLedger, head: Entry, run: list[Entry],
+                 merge: dict[str, list[FileEntry]], settings: CompactSettings, now: Callable[[], float]):
+        self.store, self.ledger, self.head, self.run, self.merge = store, ledger, head, run, merge
+        self.settings, self.now = settings, now
+        self.seq = head.seq + 1
+        self.intent = layout.intent_key(ledger.topic, ledger.partition, self.seq, head.epoch, "compaction")
+        self.uploaded: list[str] = []
+        self.started_at = now()
+
+    def execute(self) -> tuple[Entry | None, list[FileEntry]]:
+        """The committed entry and the merged files (None, [] if another compaction won)."""
+        merged_keys = {f.key for files in self.merge.values() for f in files}
+        new_files = [f for d, files in self.merge.items() for f in self._merge_directory(d, files)]
+        carried = [f for e in self.run for f in e.files if f.key not in merged_keys]
+        entry = Entry(self.seq, self.head.epoch, "compaction", self.run[0].start, self.run[-1].end,
+                      sorted(new_files + carried, key=lambda f: (f.first_offset, f.key)),
+                      records=sum(e.records for e in self.run),
+                      dead_lettered=sum(e.dead_lettered for e in self.run),
+                      replaces=[e.seq for e in self.run], committed_at=0.0, writer=writer_id(),
+                      frontier=self.head.next_offset)
+        committed = self._commit(entry)
+        if committed is None:
+            for key in self.uploaded:
+                self.store.delete(key)
+        self.store.delete(self.intent)
+        return (committed, new_files) if committed else (None, [])
+
+    def _commit(self, entry: Entry) -> Entry | None:
+        topic, partition = self.ledger.topic, self.ledger.partition
+        while True:
+            entry = dataclasses.replace(entry, committed_at=self.now())
+            try:
+                self.store.put(layout.ledger_key(topic, partition, entry.seq), entry.to_json(), if_absent=True)
+            except PreconditionFailed:
+                entries = list(self.ledger.entries())
+                live = {e.seq for e in live_of(entries)}
+                if not all(e.seq in live for e in self.run):
+                    logger.warning("compaction of %s[%d] lost its run to another compaction; discarded",
+                                   topic, partition)
+                    return None
+                head = entries[-1]
+                entry = dataclasses.replace(entry, seq=head.seq + 1, epoch=head.epoch, frontier=head.next_offset)
+                continue
+            logger.info("compacted %s[%d]: %d file(s) in %d director(y/ies) → seq %d, replacing %d entr(y/ies)",
+                        topic, partition, sum(len(v) for v in self.merge.values()), len(self.merge), entry.seq,
+                        len(self.run))
+            return entry
+
+    def _merge_directory(self, directories: str, files: list[FileEntry]) -> list[FileEntry]:
+        """Rewrite one directory's files into files near the target size, in offset order.
+
+        Files with other Arrow schemas or writer schemas (schema evolution) start a new output
+        file, so every row keeps exactly the columns its writer schema produced, and each file's
+        metadata holds the writer schemas of its rows (they must be known when a file is opened).
+        """
+        out: list[FileEntry] = []
+        writer: _Output | None = None
+        for f in files:
+            table = pq.read_table(io.BytesIO(self.store.get(f.key)))
+            schema = table.schema.remove_metadata()
+            writer_schemas = parquet.writer_schemas_of(table.schema.metadata)
+            if writer is not None and (writer.schema != schema or writer.writer_schemas != writer_schemas
+                                       or writer.size >= self.settings.target_bytes):
+                out.append(self._upload(writer.close()))
+                writer = None
+            if writer is None:
+                key = layout.DataKey(self.ledger.topic, self.ledger.partition, f.first_offset, self.head.epoch,
+                                     directories, compaction=self.seq).format()
+                writer = _Output(key, schema, writer_schemas, self.settings)
+            writer.add(table.replace_schema_metadata(None))
+        if writer is not None:
+            out.append(self._upload(writer.close()))
+        return out
+
+    def _upload(self, done: tuple[FileEntry, bytes]) -> FileEntry:
+        entry, data = done
+        self.uploaded.append(entry.key)
+        body = {"files": self.uploaded, "writer": writer_id(), "started_at": self.started_at}
+        self.store.put(self.intent, json.dumps(body).encode())  # before the upload it names
+        self.store.put(entry.key, data)
+        return entry
+
+
+class _Output:
+    """One merged Parquet file being written: row groups of about `row_group_bytes`."""
+
+    def __init__(self, key: str, schema: pa.Schema, writer_schemas: dict[int, str], settings: CompactSettings):
+        self.key, self.schema, self.writer_schemas, self.settings = key, schema, writer_schemas, settings
+        self.sink = io.BytesIO()
+        metadata = {parquet.WRITER_SCHEMAS_KEY: parquet.schemas_json(tuple(sorted(writer_schemas.items())))}
+        self.writer = pq.ParquetWriter(self.sink, schema.with_metadata(metadata), **parquet.writer_options(schema))
+        self.pending: list[pa.Table] = []
+        self.pending_bytes = 0
+        self.rows = 0
+        self.offsets: list[int] = []
+        self.stamps: list[int] = []
+        self.schema_ids: set[int] = set()
+
+    @property
+    def size(self) -> int:
+        return self.sink.tell() + self.pending_bytes // 8  # pending Arrow bytes compress ~8x
+
+    def add(self, table: pa.Table) -> None:
+        self.rows += table.num_rows
+        for column, acc in (("_kafka_offset", self.offsets), ("_kafka_timestamp", self.stamps)):
+            bounds = pc.min_max(table[column].cast(pa.int64()))
+            acc.extend(v for v in (bounds["min"].as_py(), bounds["max"].as_py()) if v is not None)
+        self.schema_ids.update(i for i in pc.unique(table["_schema_id"]).to_pylist() if i is not None)
+        self.pending.append(table)
+        self.pending_bytes += table.nbytes
+        if self.pending_bytes >= self.settings.row_group_bytes:
+            self._write_group()
+
+    def _write_group(self) -> None:
+        if not self.pending:
+            return
+        group = pa.concat_tables(self.pending).replace_schema_metadata(self.writer.schema.metadata)
+        if self.settings.sort_by == "key":
+            group = group.sort_by([("_kafka_key", "ascending"), ("_kafka_offset", "ascending")])
+        self.writer.write_table(group, row_group_size=group.num_rows)
+        self.pending, self.pending_bytes = [], 0
+
+    def close(self) -> tuple[FileEntry, bytes]:
+        self._write_group()
+        self.writer.close()
+        data = self.sink.getvalue()
+        entry = FileEntry(self.key, self.rows, len(data), hashlib.sha256(data).hexdigest(), min(self.offsets),
+                          max(self.offsets), min(self.stamps, default=None), max(self.stamps, default=None),
+                          sorted(self.schema_ids))
+        return entry, data
+
+
+# --- cleaning up -----------------------------------------------------------------------------
+
+def _remove_stale(ledger: PartitionLedger, settings: CompactSettings, now: float) -> int:
+    """Finish off crashed compactions: delete the uploads of intents that never committed."""
+    removed = 0
+    for key in list(ledger.store.list(layout.intent_prefix(ledger.topic, ledger.partition))):
+        _, _, seq, epoch, kind = layout.parse_intent_key(key)
+        if kind != "compaction":
+            continue
+        try:
+            body = json.loads(ledger.store.get(key))
+        except NotFound:
+            continue
+        if ledger.holds(seq, epoch, "compaction", body["files"]):
+            ledger.store.delete(key)
+        elif now - body.get("started_at", 0) >= settings.stale_after_s:
+            for name in body["files"]:
+                ledger.store.delete(name)
+            ledger.store.delete(key)
+            removed += len(body["files"])
+            logger.info("removed %d file(s) of an unfinished compaction of %s[%d] (seq %d)",
+                        len(body["files"]), ledger.topic, ledger.partition, seq)
+    return removed
+
+
+def _collect_garbage(store: ObjectStore, topic: str, partition: int, entries: list[Entry],
+                     settings: CompactSettings, now: float) -> int:
+    """Delete files of entries replaced at least `grace_s` ago that no live entry still names.
+
+    A marker object remembers which replaced entries were collected, so each file is deleted once.
+    """
+    marker = _GC_MARKER.format(topic=topic, partition=partition)
+    try:
+        collected = set(json.loads(store.get(marker))["collected"])
+    except NotFound:
+        collected = set()
+    live_keys = {f.key for e in live_of(entries) for f in e.files}
+    by_seq = {e.seq: e for e in entries}
+    due = sorted(seq for e in entries if e.committed_at + settings.grace_s <= now
+                 for seq in e.replaces if seq not in collected and seq in by_seq)
+    deleted = 0
+    for seq in due:
+        for f in by_seq[seq].files:
+            if f.key not in live_keys:
+                store.delete(f.key)
+                deleted += 1
+        collected.add(seq)
+    if due:
+        store.put(marker, json.dumps({"collected": sorted(collected)}).encode())
+    return deleted
+
+
+# --- on a schedule, inside the daemon --------------------------------------------------------
+
+class Scheduled:
+    """Compaction every `interval_s` inside the daemon, in a background thread, one run at a time.
+
+    Only partitions the daemon owns at the start of a run are compacted, so N daemons in a group
+    do not all compact the same partitions. The ledger makes it safe to race the live writer.
+    """
+
+    def __init__(self, archive_url: str, interval_s: float, settings: CompactSettings,
+                 owned: Callable[[], list[tuple[str, int]]]):
+        import schedule
+
+        from archiver.store import open_store
+
+        self.store = open_store(archive_url)  # its own client: the sink's stays uncontended
+        self.settings, self.owned = settings, owned
+        self.scheduler = schedule.Scheduler()
+        self.scheduler.every(interval_s).seconds.do(self._start)
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.runs = 0
+
+    def tick(self) -> None:
+        self.scheduler.run_pending()
+
+    def _start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return  # the previous run is still going
+        partitions = sorted(self.owned())
+        self._thread = threading.Thread(target=self._run, args=(partitions,), name="compaction", daemon=True)
+        self._thread.start()
+
+    def _run(self, partitions: list[tuple[str, int]]) -> None:
+        for topic, partition in partitions:
+            if self._stopping.is_set():
+                return
+            try:
+                report = compact_partition(self.store, topic, partition, self.settings)
+            except Exception as e:  # noqa: BLE001 - a failed run is retried at the next interval
+                logger.warning("compaction of %s[%d] failed: %s", topic, partition, e)
+                continue
+            if report.files_in or report.deleted_files:
+                logger.info("compaction of %s[%d]: %d file(s) → %d, %d replaced file(s) deleted", topic, partition,
+                            report.files_in, report.files_out, report.deleted_files)
+        self.runs += 1
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop after the partition in progress (its commit is atomic either way)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
