@@ -1,0 +1,166 @@
+"""Compaction against a file:// archive whose ledger and Parquet files are built here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from archiver import compact, layout
+from archiver.archive import Archive
+from archiver.errors import ConfigError
+from archiver.ledger import Entry, FileEntry, PartitionLedger
+from archiver.store import open_store
+from archiver.writer import parquet
+
+HOUR_MS = 3_600_000
+T0 = 1_764_000_000_000 - 1_764_000_000_000 % HOUR_MS  # an hour boundary in 2025: long closed
+SCHEMA = json.dumps({"type": "record", "name": "R", "fields": [{"name": "n", "type": "long"}]})
+
+
+@pytest.fixture
+def store(tmp_path):
+    return open_store(f"file://{tmp_path}")
+
+
+def commit(store, ledger: PartitionLedger, start: int, end: int, hours: int = 2) -> Entry:
+    """Commit offsets [start, end) spread over `hours` hours: one small file per hour directory."""
+    files = []
+    for h in range(hours):
+        offsets = [o for o in range(start, end) if o % hours == h]
+        values = pa.table({"n": pa.array(offsets, pa.int64())})
+        meta = parquet.metadata_table(ledger.partition, offsets, [(1, T0 + h * HOUR_MS + o) for o in offsets],
+                                      [str(o % 7).encode() for o in offsets], [None] * len(offsets), 1)
+        table = pa.Table.from_arrays(values.columns + meta.columns, values.column_names + meta.column_names)
+        data = parquet.encode(table, {1: SCHEMA})
+        dirs = layout.time_path(T0 + h * HOUR_MS, layout.Granularity.HOUR) + "/key_bucket=00"
+        key = layout.DataKey(ledger.topic, ledger.partition, offsets[0], ledger.epoch, dirs).format()
+        store.put(key, data)
+        files.append(FileEntry(key, len(offsets), len(data), hashlib.sha256(data).hexdigest(), offsets[0],
+                               offsets[-1], T0 + h * HOUR_MS, T0 + h * HOUR_MS + end, [1]))
+    entry = Entry(ledger.head.seq + 1, ledger.epoch, "commit", start, end, files, records=end - start)
+    return ledger.commit(entry)
+
+
+def archived(store, commits: int = 4, per_commit: int = 50) -> PartitionLedger:
+    ledger = PartitionLedger(store, "t", 0)
+    ledger.claim()
+    for i in range(commits):
+        commit(store, ledger, i * per_commit, (i + 1) * per_commit)
+    return ledger
+
+
+def rows(archive: Archive) -> list[tuple[int, int]]:
+    table = archive.read_topic("t")
+    return sorted(zip(table["_kafka_offset"].to_pylist(), table["n"].to_pylist()))
+
+
+def test_small_files_of_closed_hours_become_one_file_per_directory(store):
+    archived(store)
+    archive = Archive(store)
+    before = rows(archive)
+
+    report = compact.compact(archive, settings=compact.CompactSettings(grace_s=0))
+
+    files = list(archive.files("t"))
+    assert len(files) == 2 and report.totals()["files_in"] == 8 and report.totals()["files_out"] == 2
+    assert rows(archive) == before
+    (entry,) = archive.live_entries("t", 0)
+    assert (entry.kind, entry.start, entry.end, entry.records, entry.replaces) == ("compaction", 0, 200, 200,
+                                                                                    [2, 3, 4, 5])
+    assert set(store.list("topic=t/")) == {f.key for f in files}  # grace 0: replaced files deleted
+
+
+def test_the_writer_keeps_committing_after_a_compaction_and_a_new_owner_resumes_at_the_frontier(store):
+    ledger = archived(store)
+    compact.compact(Archive(store), settings=compact.CompactSettings(grace_s=0))
+    commit(store, ledger, 200, 250)  # the live writer's next seq was taken: it steps over it
+    assert PartitionLedger(store, "t", 0).claim().start == 250
+    live = Archive(store).live_entries("t", 0)
+    assert [(e.kind, e.start, e.end) for e in live] == [("compaction", 0, 200), ("commit", 200, 250)]
+
+
+def test_open_hours_are_left_alone_and_carried_files_stay_live(store):
+    archived(store)
+    archive = Archive(store)
+    second_hour_end = (T0 + 2 * HOUR_MS) / 1000
+    settings = compact.CompactSettings(grace_s=0, closed_after_s=0)
+    compact.compact(archive, settings=settings, now=lambda: second_hour_end - 1)  # only the first hour closed
+    files = list(archive.files("t"))
+    merged = [f for f in files if layout.parse_data_key(f.key).compaction is not None]
+    assert len(merged) == 1 and len(files) == 5  # 4 small files of the open hour carried over
+    assert len(rows(archive)) == 200
+
+
+def test_the_grace_period_keeps_replaced_files_until_it_passes(store):
+    archived(store)
+    archive = Archive(store)
+    now = [T0 / 1000 + 10 * 86_400]
+    settings = compact.CompactSettings(grace_s=600)
+    old = set(store.list("topic=t/"))
+    compact.compact(archive, settings=settings, now=lambda: now[0])
+    assert old <= set(store.list("topic=t/"))
+    now[0] += 601
+    report = compact.compact(archive, settings=settings, now=lambda: now[0])
+    assert report.totals()["deleted_files"] == 8
+    assert set(store.list("topic=t/")).isdisjoint(old)
+
+
+def test_a_crashed_compaction_is_cleaned_up_once_stale(store):
+    archived(store)
+    orphan = "topic=t/dt=2025-11-24/hour=16/key_bucket=00/t+0+00000000000000000000+0000000001-c00000000000000000009.parquet"
+    store.put(orphan, b"partial")
+    intent = layout.intent_key("t", 0, 9, 1, "compaction")
+    store.put(intent, json.dumps({"files": [orphan], "started_at": 100.0}).encode())
+    settings = compact.CompactSettings(stale_after_s=3600, min_files=99)  # nothing to merge
+    compact.compact(Archive(store), settings=settings, now=lambda: 100.0 + 60)
+    assert store.get(orphan) == b"partial"  # maybe still running
+    compact.compact(Archive(store), settings=settings, now=lambda: 100.0 + 3600)
+    assert list(store.list("_intents/")) == [] and orphan not in set(store.list("topic="))
+
+
+def test_sort_by_key_orders_rows_by_key_then_offset(store):
+    archived(store)
+    archive = Archive(store)
+    compact.compact(archive, settings=compact.CompactSettings(grace_s=0, sort_by="key"))
+    for f in archive.files("t"):
+        table = archive.read(f)
+        pairs = list(zip(table["_kafka_key"].to_pylist(), table["_kafka_offset"].to_pylist()))
+        assert pairs == sorted(pairs)
+
+
+def test_an_unknown_topic_is_one_clear_error(store):
+    archived(store)
+    with pytest.raises(ConfigError, match="topic 'nope' is not in the archive"):
+        compact.compact(Archive(store), ["nope"])
+
+
+@given(st.integers(0, 10_000), st.sampled_from(["s", "m", "h", "d", ""]))
+def test_durations_parse_to_seconds(n, unit):
+    assert compact.parse_duration(f"{n}{unit}", "x") == n * {"s": 1, "m": 60, "h": 3600, "d": 86_400, "": 1}[unit]
+
+
+@pytest.mark.parametrize("text, size", [("128MB", 128_000_000), ("64MiB", 64 * 2**20), ("1000", 1000),
+                                        ("1.5kb", 1500)])
+def test_sizes_parse_to_bytes(text, size):
+    assert compact.parse_size(text, "x") == size
+
+
+@pytest.mark.parametrize("text", ["", "-1h", "1w", "soon"])
+def test_bad_durations_name_the_option(text):
+    with pytest.raises(ConfigError, match="--grace: expected a duration"):
+        compact.parse_duration(text, "--grace")
+
+
+@pytest.mark.parametrize("dirs, end", [
+    ("dt=2025-11-24/hour=16/key_bucket=03", 1_764_003_600),
+    ("dt=2025-11-24/key_bucket=03", 1_764_028_800),
+    ("dt=2025-11-24/hour=16/minute=05/key_bucket=03", 1_764_000_360),
+    ("country=FR", None),
+])
+def test_time_partition_end(dirs, end):
+    assert compact.time_partition_end(dirs) == end
