@@ -367,6 +367,152 @@ def _plain(obj) -> dict:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in dataclasses.asdict(obj).items()}
 
 
+def _table_options(fn):
+    """Options shared by `ddl` and `catalog sync`: where the archive is and how topics are laid out."""
+    options = [
+        click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="ARCHIVER_CONFIG",
+                     help="The TOML config `archiver run` used (topic layout) [env ARCHIVER_CONFIG]"),
+        click.option("--archive-url", help="s3://bucket/prefix [env ARCHIVER_ARCHIVE_URL]"),
+        click.option("--topic", "topics", multiple=True, help="Archived topic, repeatable (default: all)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@cli.command()
+@_table_options
+@click.option("--database", help="Qualify the table with this database.")
+@click.option("--table", help="Table name (one --topic only; default: the topic, [^a-z0-9_] as _).")
+@_one_line_errors
+def ddl(config_path, archive_url, topics, database, table):
+    """Print Athena CREATE EXTERNAL TABLE statements for archived topics (partition projection)."""
+    from archiver import catalog
+
+    specs = catalog.table_specs(config_path, archive_url, topics, database, table)
+    click.echo(";\n\n".join(spec.ddl() for spec in specs) + ";")
+
+
+@cli.group("catalog")
+def catalog_group() -> None:
+    """Register archived topics as tables in the AWS Glue Data Catalog."""
+
+
+@catalog_group.command("sync")
+@_table_options
+@click.option("--database", required=True, help="Glue database (created if missing).")
+@click.option("--table", help="Table name (one --topic only; default: the topic, [^a-z0-9_] as _).")
+@_one_line_errors
+def catalog_sync(config_path, archive_url, topics, database, table):
+    """Create or update Glue tables of archived topics; unchanged tables are left alone."""
+    from archiver import catalog
+
+    specs = catalog.table_specs(config_path, archive_url, topics, database, table)
+    created, results = catalog.sync(specs, specs[0].database, catalog.glue_client())
+    if created:
+        click.echo(f"{specs[0].database}: database created")
+    for result in results:
+        click.echo(result.line())
+
+
+@cli.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="ARCHIVER_CONFIG",
+              help="TOML config file, as for run [env ARCHIVER_CONFIG]")
+@kafka_option
+@click.option("--archive-url", help="s3://bucket/prefix or file:///path [env ARCHIVER_ARCHIVE_URL]")
+@click.option("--group-id", help="The archiver's consumer group (default archiver) [env ARCHIVER_GROUP_ID]")
+@click.option("--topics", help="Comma-separated topics (default: archived topics and run's configured ones).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_one_line_errors
+def status(config_path, bootstrap_servers, archive_url, group_id, topics, fmt):
+    """Per partition: archived ranges, size, last commit, lag and Kafka's log start; exit 1 on an alarm."""
+    import json
+
+    from archiver import status as status_mod
+    from archiver.archive import Archive
+    from archiver.store import open_store
+
+    settings = status_mod.load_settings(config_path, {"bootstrap_servers": bootstrap_servers,
+                                                      "archive_url": archive_url, "group_id": group_id,
+                                                      "topics": topics})
+    requested = [t.strip() for t in topics.split(",") if t.strip()] if topics else None
+    report = status_mod.status(settings, Archive(open_store(settings.archive_url)), requested)
+    click.echo(json.dumps(report.to_dict(), indent=2) if fmt == "json" else status_mod.render_table(report))
+    sys.exit(0 if report.healthy else 1)
+
+
+@cli.command()
+@click.option("--archive-url", envvar="ARCHIVER_ARCHIVE_URL", help="Archive to audit [env ARCHIVER_ARCHIVE_URL]")
+@click.option("--topics", help="Comma-separated topics (default: every archived topic).")
+@click.option("--quick", is_flag=True, help="Ledger and object listing only; download no data.")
+@click.option("--strict", is_flag=True, help="Orphan objects are problems too (exit 1).")
+@click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Files read in parallel.")
+@_one_line_errors
+def verify(archive_url, topics, quick, strict, workers):
+    """Audit the archive against its ledger: files, checksums, rows, gaps, duplicates, orphans."""
+    from archiver import audit
+    from archiver.archive import Archive
+    from archiver.errors import ConfigError
+    from archiver.store import open_store
+
+    if not archive_url:
+        raise ConfigError("archive url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
+    requested = [t.strip() for t in topics.split(",") if t.strip()] if topics else None
+    report = audit.verify(Archive(open_store(archive_url)), requested, quick=quick, workers=workers)
+    for problem in report.problems:
+        click.echo(f"problem: {problem}")
+    for orphan in report.orphans:
+        click.echo(f"{'problem' if strict else 'warning'}: {orphan}")
+    click.echo(report.summary())
+    sys.exit(1 if report.problems or (strict and report.orphans) else 0)
+
+
+@cli.command()
+@click.argument("sql", required=False)
+@click.option("--archive-url", envvar="ARCHIVER_ARCHIVE_URL", help="Archive to query [env ARCHIVER_ARCHIVE_URL]")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="ARCHIVER_CONFIG",
+              help="The `archiver run` TOML (key_buckets for --key) [env ARCHIVER_CONFIG]")
+@click.option("--topic", help="Instead of SQL: this topic's records in time order.")
+@click.option("--key", help="With --topic: one key's records (UTF-8), read from its key bucket only.")
+@click.option("--from", "from_", help="With --topic: record timestamp from (ISO-8601, 'now' or -2h).")
+@click.option("--to", help="With --topic: record timestamp before (exclusive).")
+@click.option("--where", help="With --topic: an extra SQL condition, e.g. \"country = 'FR'\".")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "jsonl", "parquet"]), default="table",
+              show_default=True, help="Output format.")
+@click.option("--output", type=click.Path(dir_okay=False), help="Write to this file (required for parquet).")
+@click.option("--explain", is_flag=True, help="Run it, then print the files read (and bytes) and the plan.")
+@_one_line_errors
+def query(sql, archive_url, config_path, topic, key, from_, to, where, fmt, output, explain):
+    """Run SQL over the archive with DuckDB: one view per topic ("web-events", alias web_events)."""
+    from archiver import query as query_mod
+    from archiver.archive import Archive
+    from archiver.errors import ConfigError
+    from archiver.store import open_store
+
+    if not archive_url:
+        raise ConfigError("archive url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
+    if fmt == "parquet" and not output and not explain:
+        raise ConfigError("--format parquet needs --output FILE")
+    engine = query_mod.Engine(Archive(open_store(archive_url)))
+    try:
+        text = query_mod.statement(engine, sql, topic, key, from_, to, where, config_path)
+        engine.prepare(text)
+        if explain:
+            click.echo(engine.explain(text).render())
+            return
+        result = engine.run(text)
+    finally:
+        engine.close()
+    if fmt == "parquet":
+        query_mod.write_parquet(result, output)
+        return
+    with click.open_file(output or "-", "w", encoding="utf-8") as out:
+        if fmt == "table":
+            out.write(query_mod.render_table(result))
+        else:
+            (query_mod.write_csv if fmt == "csv" else query_mod.write_jsonl)(result, out)
+
+
 def _configure_logging(fmt: str) -> None:
     root = logging.getLogger()
     if root.level > logging.INFO:

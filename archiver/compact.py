@@ -25,6 +25,7 @@ readers that listed them just before can still read them.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import hashlib
 import io
@@ -33,7 +34,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -230,12 +231,18 @@ class _Compaction:
         self.seq = head.seq + 1
         self.intent = layout.intent_key(ledger.topic, ledger.partition, self.seq, head.epoch, "compaction")
         self.uploaded: list[str] = []
+        self._inflight: collections.deque = collections.deque()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.started_at = now()
 
     def execute(self) -> tuple[Entry | None, list[FileEntry]]:
         """The committed entry and the merged files (None, [] if another compaction won)."""
         merged_keys = {f.key for files in self.merge.values() for f in files}
-        new_files = [f for d, files in self.merge.items() for f in self._merge_directory(d, files)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as self._pool:
+            try:
+                new_files = [f for d, files in self.merge.items() for f in self._merge_directory(d, files)]
+            finally:
+                self._drain(0)
         carried = [f for e in self.run for f in e.files if f.key not in merged_keys]
         entry = Entry(self.seq, self.head.epoch, "compaction", self.run[0].start, self.run[-1].end,
                       sorted(new_files + carried, key=lambda f: (f.first_offset, f.key)),
@@ -280,8 +287,8 @@ class _Compaction:
         """
         out: list[FileEntry] = []
         writer: _Output | None = None
-        for f in files:
-            table = pq.read_table(io.BytesIO(self.store.get(f.key)))
+        for f, data in _prefetched(self.store, files):
+            table = pq.read_table(io.BytesIO(data))
             schema = table.schema.remove_metadata()
             writer_schemas = parquet.writer_schemas_of(table.schema.metadata)
             if writer is not None and (writer.schema != schema or writer.writer_schemas != writer_schemas
@@ -298,12 +305,34 @@ class _Compaction:
         return out
 
     def _upload(self, done: tuple[FileEntry, bytes]) -> FileEntry:
+        """Name the file in the intent, then upload it in the background (a few at a time)."""
         entry, data = done
         self.uploaded.append(entry.key)
         body = {"files": self.uploaded, "writer": writer_id(), "started_at": self.started_at}
         self.store.put(self.intent, json.dumps(body).encode())  # before the upload it names
-        self.store.put(entry.key, data)
+        self._drain(2 * self.settings.target_bytes - len(data))
+        self._inflight.append((len(data), self._pool.submit(self.store.put, entry.key, data)))
         return entry
+
+    def _drain(self, room: int) -> None:
+        """Wait for uploads until at most `room` bytes are in flight; raise the first failure."""
+        while self._inflight and sum(n for n, _ in self._inflight) > max(room, 0):
+            self._inflight.popleft()[1].result()
+
+
+def _prefetched(store: ObjectStore, files: list[FileEntry], ahead: int = 8) -> Iterator[tuple[FileEntry, bytes]]:
+    """The files' bytes in order, downloading up to `ahead` of them at once: small files are
+    latency-bound, and `ahead` bounds the memory."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=ahead) as pool:
+        queue: collections.deque = collections.deque()
+        for f in files:
+            queue.append((f, pool.submit(store.get, f.key)))
+            if len(queue) >= ahead:
+                done, future = queue.popleft()
+                yield done, future.result()
+        while queue:
+            done, future = queue.popleft()
+            yield done, future.result()
 
 
 class _Output:
@@ -395,13 +424,11 @@ def _collect_garbage(store: ObjectStore, topic: str, partition: int, entries: li
     by_seq = {e.seq: e for e in entries}
     due = sorted(seq for e in entries if e.committed_at + settings.grace_s <= now
                  for seq in e.replaces if seq not in collected and seq in by_seq)
-    deleted = 0
-    for seq in due:
-        for f in by_seq[seq].files:
-            if f.key not in live_keys:
-                store.delete(f.key)
-                deleted += 1
-        collected.add(seq)
+    doomed = [f.key for seq in due for f in by_seq[seq].files if f.key not in live_keys]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(store.delete, doomed))
+    deleted = len(doomed)
+    collected.update(due)
     if due:
         store.put(marker, json.dumps({"collected": sorted(collected)}).encode())
     return deleted
