@@ -35,6 +35,9 @@ def test_demo_command_produces_archives_and_shows_the_archive(services, unique):
     assert "archiver run --once: 200 records in" in result.stdout
     assert f"now holds 200 records of {unique!r}" in result.stdout
     assert f"--to-topic {unique}-replay: " in result.stdout and "records re-published" in result.stdout
+    assert "6. archiver query" in result.stdout and "pruned the rest" in result.stdout
+    assert f"7. archiver verify --topics {unique}: " in result.stdout and "0 problem(s)" in result.stdout
+    assert "CREATE EXTERNAL TABLE" in result.stdout and "'projection.enabled'='true'" in result.stdout
 
 
 def test_config_prints_the_resolved_settings_with_secrets_masked(tmp_path):
