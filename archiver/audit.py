@@ -137,6 +137,9 @@ def check_entries(topic: str, partition: int, live: list[Entry]) -> list[Problem
                                     f"invalid range [{entry.start}, {entry.end})", "range"))
             continue
         problems += _check_counts(topic, partition, entry)
+        problems += [Problem(topic, partition, f"offsets {a}..{b - 1}",
+                             f"lost: {b - a} record(s) deleted by Kafka (retention) before archiver read them "
+                             f"(entry seq {entry.seq})", "lost") for a, b in entry.lost]
         if prev is not None:
             problems += _check_chain(topic, partition, prev, entry)
         if prev is None or entry.end > prev.end:

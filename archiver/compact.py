@@ -249,7 +249,7 @@ class _Compaction:
                       records=sum(e.records for e in self.run),
                       dead_lettered=sum(e.dead_lettered for e in self.run),
                       replaces=[e.seq for e in self.run], committed_at=0.0, writer=writer_id(),
-                      frontier=self.head.next_offset)
+                      frontier=self.head.next_offset, lost=[r for e in self.run for r in e.lost])
         committed = self._commit(entry)
         if committed is None:
             for key in self.uploaded:

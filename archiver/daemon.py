@@ -88,6 +88,7 @@ class Daemon:
         self.sink = Sink(self.store, settings.for_topic, self._decoder, self._commit_offset, dead_letter,
                          self._flush_dead_letters)
         self.sink.key_decoder_for = self._key_decoder
+        self.sink.log_start = self._log_start
         self._key_decoders: dict[str, KeyDecoder] = {}
         self.compaction = None
         if settings.compact_interval_s > 0 and not once:
@@ -112,6 +113,13 @@ class Daemon:
         if topic not in self._key_decoders:
             self._key_decoders[topic] = KeyDecoder(self.registry, native_allowed=self.settings.decoder == "auto")
         return self._key_decoders[topic]
+
+    def _log_start(self, topic: str, partition: int) -> int | None:
+        try:
+            return self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)[0]
+        except KafkaException as e:
+            logger.warning("cannot read the log start offset of %s[%d]: %s", topic, partition, e)
+            return None
 
     def _commit_offset(self, topic: str, partition: int, offset: int) -> None:
         self.consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=True)

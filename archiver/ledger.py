@@ -61,6 +61,7 @@ class Entry:
     committed_at: float = 0.0
     writer: str = ""
     frontier: int | None = None  # a compaction: the archive's next offset when it was written
+    lost: list[list[int]] = field(default_factory=list)  # [from, to) ranges Kafka deleted before they were read
 
     @property
     def next_offset(self) -> int | None:

@@ -59,6 +59,7 @@ class DaemonCollector:
             ("archiver_files", "Parquet files committed", s.files),
             ("archiver_commits", "Ledger commits", s.commits),
             ("archiver_dead_lettered", "Records sent to the dead-letter topic", s.dead_lettered),
+            ("archiver_records_lost", "Offsets Kafka deleted (retention) before they were archived", s.lost),
             ("archiver_rebalances", "Partition assignment changes", d.rebalances),
         ]:
             yield CounterMetricFamily(name, doc, value=value)

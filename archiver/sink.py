@@ -57,6 +57,7 @@ class Owned:
     buffer: PartitionBuffer
     settings: TopicSettings
     pending: Pending | None = None
+    check_start: bool = True  # the next fetched batch follows a seek: compare it with the log start
     key_buckets: dict[bytes | None, int] = field(default_factory=dict)  # bounded cache of recent keys
 
 
@@ -70,6 +71,7 @@ class Stats:
     commits: int = 0
     dead_lettered: int = 0
     duplicates_skipped: int = 0
+    lost: int = 0  # offsets Kafka deleted (retention) before they could be archived
     rotations: dict[str, int] = field(default_factory=dict)
     upload_latency: Histogram = field(default_factory=Histogram)
 
@@ -87,6 +89,7 @@ class Sink:
         self._settings_for = settings_for
         self._decoder_for = decoder_for
         self.key_decoder_for: Callable[[str], KeyDecoder] | None = None  # for key_format = avro
+        self.log_start: Callable[[str, int], int | None] | None = None  # Kafka's first offset of a partition
         self._commit_offset = commit_offset
         self._dead_letter = dead_letter
         self._flush_dead_letters = flush_dead_letters
@@ -124,7 +127,9 @@ class Sink:
 
     def resume_offset(self, topic: str, partition: int) -> int | None:
         """Where consumption must continue after a pause: one past the last buffered offset."""
-        return self.owned[(topic, partition)].buffer.end
+        owned = self.owned[(topic, partition)]
+        owned.check_start = True
+        return owned.buffer.end
 
     # --- ingest ------------------------------------------------------------------------------
 
@@ -138,6 +143,9 @@ class Sink:
             fresh = [m for m in messages if m.offset() >= expected]
             self.stats.duplicates_skipped += len(messages) - len(fresh)
             messages = fresh
+        if owned.check_start and messages:
+            owned.check_start = False
+            self._check_lost(owned, messages[0].offset())
         fields = _Fields.of(messages)
         for begin, end in _schema_segments(fields.values):
             segment = messages if end - begin == len(messages) else messages[begin:end]
@@ -148,6 +156,24 @@ class Sink:
                                     f"{segment[-1].offset()}: {' '.join(str(e).split())}") from e
             if owned.pending is not None:
                 return
+
+    def _check_lost(self, owned: Owned, first: int) -> None:
+        """After a seek to `buffer.end`, a first offset beyond it is either normal (a transaction
+        marker, records removed by log compaction) or records that retention deleted before they
+        were archived (the consumer reset to the log start). Kafka's log start tells which; lost
+        ranges are recorded in the commit, logged and counted, so status and verify report them."""
+        buffer = owned.buffer
+        expected = buffer.end
+        if expected is None or first <= expected or self.log_start is None:
+            return
+        low = self.log_start(buffer.topic, buffer.partition)
+        if low is None or low <= expected:
+            return
+        lost = (expected, min(low, first))
+        buffer.lost.append(lost)
+        self.stats.lost += lost[1] - lost[0]
+        logger.error("%s[%d] offsets %d..%d (%d records) were deleted by Kafka (retention) before they were "
+                     "archived", buffer.topic, buffer.partition, lost[0], lost[1] - 1, lost[1] - lost[0])
 
     def _ingest_segment(self, owned: Owned, messages: Sequence, fields: _Fields) -> None:
         buffer = owned.buffer
@@ -332,7 +358,7 @@ class Sink:
         files = [file for file, _ in encoded]
         entry = Entry(seq, ledger.epoch, "commit", buffer.start, buffer.end, files,
                       records=sum(f.rows for f in files), dead_lettered=buffer.dead_lettered,
-                      committed_at=0.0, writer=writer_id())
+                      committed_at=0.0, writer=writer_id(), lost=[list(r) for r in buffer.lost])
         buffer.release_rows()  # the encoded files are all a retry needs: free the Arrow buffers now
         return Pending(entry, {file.key: data for file, data in encoded}, reason)
 

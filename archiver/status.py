@@ -129,6 +129,10 @@ def partition_status(topic: str, partition: int, entries: list[Entry], live: lis
                         last_commit_at=max(commits, key=lambda e: e.seq).committed_at if commits else None)
     for (_, end), (start, _) in zip(s.ranges, s.ranges[1:]):
         s.alarms.append(f"offsets {end}..{start - 1} are in no ledger entry (run archiver verify)")
+    for entry in live:
+        for first, end in entry.lost:
+            s.alarms.append(f"records lost: offsets {first}..{end - 1} ({end - first}) were deleted from Kafka "
+                            f"before they were archived (recorded by the commit at seq {entry.seq})")
     if s.archived:
         s.frontier = s.ranges[-1][1]
     else:

@@ -66,6 +66,7 @@ class PartitionBuffer:
     min_ts: int | None = None
     max_ts: int | None = None
     opened_at: float | None = None
+    lost: list[tuple[int, int]] = field(default_factory=list)  # [from, to): deleted by Kafka before read
 
     @property
     def empty(self) -> bool:

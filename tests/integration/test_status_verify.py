@@ -161,3 +161,25 @@ def test_verify_passes_on_a_clean_archive_and_pins_each_injected_fault(services,
     quick = archiver(archived.env, "verify", "--quick")
     assert quick.returncode == 1
     assert f"problem: {unique}[2] file {deleted.key}" in quick.stdout and corrupted.key not in quick.stdout
+
+
+def test_records_retention_deleted_before_a_run_are_recorded_and_reported(services, kafka, registry, archive_env,
+                                                                          unique):
+    demo.produce(kafka, registry, unique, 50, partitions=1)
+    run = [ARCHIVER, "run", "--once", "--topics", unique]
+    assert subprocess.run(run, env=archive_env, capture_output=True).returncode == 0
+    demo.produce(kafka, registry, unique, 50, partitions=1)
+    delete_records_before(kafka, unique, 0, 80)  # offsets 50..79 go before the next run reads them
+
+    result = subprocess.run(run, env=archive_env, capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "offsets 50..79 (30 records) were deleted by Kafka (retention) before they were archived" in result.stderr
+    archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
+    (last,) = [e for e in archive.entries(unique, 0) if e.kind == "commit"][-1:]
+    assert (last.start, last.end, last.records, last.lost) == (50, 100, 20, [[50, 80]])
+    verify = archiver(archive_env, "verify", "--topics", unique)
+    assert verify.returncode == 1
+    assert f"{unique}[0] offsets 50..79: lost: 30 record(s) deleted by Kafka (retention)" in verify.stdout
+    code, doc = status_json(archive_env, unique)
+    assert code == 1 and any("records lost: offsets 50..79 (30)" in a for a in doc["alarms"])
