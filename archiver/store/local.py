@@ -65,5 +65,13 @@ class LocalStore:
                     keys.append(key)
         yield from sorted(keys)
 
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """(key, bytes) of every object under `prefix`, in key order."""
+        for key in self.list(prefix):
+            try:
+                yield key, self._path(key).stat().st_size
+            except FileNotFoundError:  # deleted since the walk
+                continue
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -41,13 +41,18 @@ class S3Store:
         return response["Body"].read()
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        for key, _ in self.list_sizes(prefix):
+            yield key
+
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """(key, bytes) of every object under `prefix`, in key order (the listing carries sizes)."""
         paginator = self._client.get_paginator("list_objects_v2")
         pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
         start = len(self.prefix)
         try:
             for page in pages:
                 for obj in page.get("Contents", ()):
-                    yield obj["Key"][start:]
+                    yield obj["Key"][start:], obj["Size"]
         except (ClientError, BotoCoreError) as e:
             raise _translate(e, "list", prefix, self.url) from e
 
