@@ -136,7 +136,7 @@ def _demo_replay(settings, archive, topic: str, partitions: int) -> None:
     plan = replay_mod.plan(archive, selection)
     reader = replay_mod.Reader(archive, selection)
     publisher = republish.Publisher(settings.kafka, target, "original", source_topic=topic)
-    stats = publisher.publish((r for p in plan.partitions for r in reader.records(p)), {})
+    stats = publisher.publish(reader.stream(plan.partitions, {}), {})
     click.echo(f"5. archiver replay --topic {topic} --from -30m --to now --to-topic {target}: "
                f"{stats.records} records re-published ({plan.files} files read) in {stats.as_dict()['seconds']}s")
 
@@ -279,7 +279,7 @@ def _publish(archive, selection, plan, target, partitioning, target_bootstrap_se
     import sys
 
     from archiver import replay as replay_mod
-    from archiver import republish
+    from archiver import republish, runtime
     from archiver.config import KafkaSettings
 
     env = dict(os.environ)
@@ -309,12 +309,8 @@ def _publish(archive, selection, plan, target, partitioning, target_bootstrap_se
     publisher.check_original_partitions(p.partition for p in plan.partitions)
     progress = checkpoint.load() if checkpoint else {}
     reader = replay_mod.Reader(archive, selection)
-
-    def records():
-        for partition_plan in plan.partitions:
-            yield from reader.records(partition_plan, progress.get(partition_plan.partition, -1))
-
-    stats = publisher.publish(records(), progress)
+    runtime.tune_gc()
+    stats = publisher.publish(reader.stream(plan.partitions, progress), progress)
     if sys.stderr.isatty():
         click.echo("", err=True)
     return stats.as_dict() | {"target_topic": target, "files_read": plan.files, "bytes_read": reader.bytes_read}

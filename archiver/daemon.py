@@ -6,7 +6,6 @@ server from RunSettings; handles rebalances, signals, pause/resume and the end o
 
 from __future__ import annotations
 
-import gc
 import logging
 import random
 import signal
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
-from archiver import layout
+from archiver import layout, runtime
 from archiver.codec.keys import KeyDecoder
 from archiver.codec.registry import Registry
 from archiver.codec.values import ValueDecoder
@@ -233,7 +232,7 @@ class Daemon:
 
     def run(self) -> Summary:
         started = time.monotonic()
-        _tune_gc()
+        runtime.tune_gc()
         self._install_signals()
         server = self._serve_metrics()
         self._subscribe()
@@ -391,12 +390,3 @@ class Daemon:
             self._dlq.flush(10)
         if self.registry is not None:
             self.registry.close()
-
-
-def _tune_gc() -> None:
-    """Collect cycles rarely: consuming allocates millions of short-lived, acyclic objects
-    (messages, header tuples), and each default collection rescans every object the imports
-    made (pyarrow, polars) — that was 15% of the CPU. Those long-lived objects are frozen."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 20, 10)
