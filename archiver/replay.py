@@ -278,19 +278,28 @@ def _header_lists(column: pa.ChunkedArray) -> list[list[tuple[str, bytes]]]:
 
 def _encode_values(table: pa.Table, schemas: dict[int, str]) -> list[bytes | None]:
     """Each row's value in Confluent wire format with its original schema id; None for tombstones."""
-    ids = table["_schema_id"].to_pylist()
+    column = table["_schema_id"]
+    distinct = [i for i in pc.unique(column).to_pylist() if i is not None]
+    if len(distinct) == 1 and not column.null_count:  # the common case: one writer schema, no tombstones
+        return [_header(distinct[0]) + datum for datum in _encode(table, schemas[distinct[0]])]
+    ids = column.to_pylist()
     values: list[bytes | None] = [None] * table.num_rows
-    for schema_id in {i for i in ids if i is not None}:
+    for schema_id in distinct:
         rows = [n for n, i in enumerate(ids) if i == schema_id]
-        schema = json.loads(schemas[schema_id])
-        names = [f["name"] for f in schema["fields"]]
-        subset = table if len(rows) == table.num_rows else table.take(pa.array(rows))
-        subset = subset.select(names)
-        encoded = native_encode.encode_rows(subset, schema)  # falls back to fastavro by itself
-        header = b"" if schema_id == -1 else wire.frame(schema_id, b"")  # -1: raw mode, no header
-        for n, datum in zip(rows, encoded):
+        header = _header(schema_id)
+        for n, datum in zip(rows, _encode(table.take(pa.array(rows)), schemas[schema_id])):
             values[n] = header + datum
     return values
+
+
+def _encode(table: pa.Table, schema_json: str) -> list[bytes]:
+    schema = json.loads(schema_json)
+    names = [f["name"] for f in schema["fields"]]
+    return native_encode.encode_rows(table.select(names), schema)  # falls back to fastavro by itself
+
+
+def _header(schema_id: int) -> bytes:
+    return b"" if schema_id == -1 else wire.frame(schema_id, b"")  # -1: raw mode, no header
 
 
 class RateLimiter:
