@@ -341,7 +341,8 @@ class _Output:
     def __init__(self, key: str, schema: pa.Schema, writer_schemas: dict[int, str], settings: CompactSettings):
         self.key, self.schema, self.writer_schemas, self.settings = key, schema, writer_schemas, settings
         self.sink = io.BytesIO()
-        metadata = {parquet.WRITER_SCHEMAS_KEY: parquet.schemas_json(tuple(sorted(writer_schemas.items())))}
+        metadata = {parquet.WRITER_SCHEMAS_KEY: parquet.schemas_json(tuple(sorted(writer_schemas.items()))),
+                    parquet.ROW_ORDER_KEY: settings.sort_by.encode()}
         self.writer = pq.ParquetWriter(self.sink, schema.with_metadata(metadata), **parquet.writer_options(schema))
         self.pending: list[pa.Table] = []
         self.pending_bytes = 0

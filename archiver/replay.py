@@ -8,6 +8,7 @@ the original key bytes, headers and timestamp, per source partition in offset or
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import io
 import json
@@ -29,7 +30,7 @@ from archiver.codec import native_encode
 from archiver.codec import wire
 from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry
-from archiver.writer.parquet import writer_schemas_of
+from archiver.writer.parquet import ROW_ORDER_KEY, writer_schemas_of
 
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -176,7 +177,6 @@ class Reader:
         self.selection = selection
         self.bytes_read = 0
         self._duck = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="download")
 
     def records(self, partition_plan: PartitionPlan, after_offset: int = -1) -> Iterator[Record]:
         """One partition's selected records, in offset order (after `after_offset`)."""
@@ -184,30 +184,57 @@ class Reader:
 
     def stream(self, plans: list[PartitionPlan], after: dict[int, int]) -> Iterator[Record]:
         """The selected records of every planned partition, partition after partition, each in
-        offset order. The next entry's files download while this one's records are produced:
-        reading is latency-bound (many small objects), producing is CPU-bound."""
-        work = [(plan.partition, files, after.get(plan.partition, -1)) for plan in plans
-                for entry, files in plan.entries
-                if entry.end is None or entry.end - 1 > after.get(plan.partition, -1)]  # else replayed before
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as ahead:
-            upcoming = ahead.submit(self._read, work[0][1]) if work else None
-            for i, (partition, _, after_offset) in enumerate(work):
-                table = upcoming.result()
-                upcoming = ahead.submit(self._read, work[i + 1][1]) if i + 1 < len(work) else None
-                table = self._select(table, partition, after_offset)
-                if table.num_rows:
-                    yield from self._records(table)
+        offset order.
 
-    def _read(self, files: list[FileEntry]) -> pa.Table:
-        """One entry's files, downloaded in parallel, as one table with their writer schemas."""
-        tables, schemas = [], {}
-        for f, data in zip(files, self._pool.map(lambda f: self.archive.store.get(f.key), files)):
-            self.bytes_read += len(data)
-            table = pq.read_table(io.BytesIO(data))
-            schemas.update(writer_schemas_of(table.schema.metadata))
-            tables.append(table.replace_schema_metadata(None))
-        table = pa.concat_tables(tables, promote_options="default")
-        return table.replace_schema_metadata({b"schemas": json.dumps(schemas).encode()})
+        An entry's files hold interleaved offsets (one file per output partition), and a
+        compaction entry may hold a partition's whole history, so its files are merged a window
+        of offsets at a time, each file read a batch at a time: memory stays bounded by the
+        window and the files open in it, whatever the entry's size. Files download up to
+        `DOWNLOADS_AHEAD` ahead of the one being read: reading is latency-bound (many small
+        objects), producing is CPU-bound.
+        """
+        work = []
+        for plan in plans:
+            done = after.get(plan.partition, -1)
+            for entry, files in plan.entries:
+                files = sorted((f for f in files if f.last_offset > done), key=lambda f: (f.first_offset, f.key))
+                if files:  # else replayed before the checkpoint
+                    work.append((plan.partition, files, done))
+        downloads = _prefetched(self._download, [f for _, files, _ in work for f in files], DOWNLOADS_AHEAD)
+        try:
+            for partition, files, done in work:
+                yield from self._merged(partition, files, done, downloads)
+        finally:
+            downloads.close()
+
+    def _download(self, file: FileEntry) -> bytes:
+        data = self.archive.store.get(file.key)
+        self.bytes_read += len(data)
+        return data
+
+    def _merged(self, partition: int, files: list[FileEntry], done: int,
+                downloads: Iterator[tuple[FileEntry, bytes]]) -> Iterator[Record]:
+        """One entry's selected records in offset order, a window of offsets at a time."""
+        waiting, cursors, schemas = list(files), [], {}
+        low = max(done + 1, files[0].first_offset)
+        while waiting or cursors:
+            if not cursors:
+                low = max(low, waiting[0].first_offset)  # skip offsets no file holds
+            high = low + WINDOW_OFFSETS
+            while waiting and waiting[0].first_offset < high:
+                file, data = next(downloads)
+                assert file is waiting[0], "downloads out of order"
+                cursor = _Cursor(waiting.pop(0), data)
+                schemas.update(cursor.schemas)
+                cursors.append(cursor)
+            batches = [batch for cursor in cursors for batch in cursor.below(high)]
+            cursors = [c for c in cursors if not c.done]
+            low = high
+            if batches:
+                table = pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="default")
+                table = self._select(table, partition, done)
+                if table.num_rows:
+                    yield from self._records(table, schemas)
 
     def _select(self, table: pa.Table, partition: int, after_offset: int) -> pa.Table:
         s = self.selection
@@ -245,8 +272,7 @@ class Reader:
             raise ConfigError(f"--where: {self.selection.where!r} is not a condition (it gives {keep.type})")
         return keep
 
-    def _records(self, table: pa.Table) -> Iterator[Record]:
-        schemas = {int(k): v for k, v in json.loads(table.schema.metadata[b"schemas"]).items()}
+    def _records(self, table: pa.Table, schemas: dict[int, str]) -> Iterator[Record]:
         columns = [table["_kafka_partition"].to_pylist(), table["_kafka_offset"].to_pylist(),
                    table["_kafka_key"].to_pylist(), _encode_values(table, schemas),
                    _header_lists(table["_kafka_headers"]), pc.cast(table["_kafka_timestamp"], pa.int64()).to_pylist()]
@@ -255,6 +281,69 @@ class Reader:
             pick = operator.itemgetter(*order)
             columns = [list(pick(c)) for c in columns]
         return map(Record._make, zip(*columns))
+
+
+WINDOW_OFFSETS = 50_000
+"""Offsets merged at a time across an entry's files: bounds the rows decoded at once."""
+BATCH_ROWS = 16_384
+DOWNLOADS_AHEAD = 8
+
+
+class _Cursor:
+    """The rows of one file, handed out in windows of offsets.
+
+    Files are in offset order (the sink's, and compaction's default), so they are read a batch
+    at a time; a file compacted with `--sort-by key` is in offset order only across row groups
+    (each is sorted by key), so it is read a row group at a time.
+    """
+
+    def __init__(self, file: FileEntry, data: bytes):
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        metadata = parquet.schema_arrow.metadata or {}
+        self.schemas = writer_schemas_of(metadata)
+        self.by_offset = metadata.get(ROW_ORDER_KEY, b"offset") == b"offset"
+        self._parts = (parquet.iter_batches(batch_size=BATCH_ROWS) if self.by_offset
+                       else (parquet.read_row_group(i).combine_chunks().to_batches()[0]
+                             for i in range(parquet.num_row_groups)))
+        self._head: pa.RecordBatch | None = None
+        self.done = False
+
+    def below(self, high: int) -> list[pa.RecordBatch]:
+        """The rows not handed out yet whose offset is below `high`."""
+        out = []
+        while not self.done:
+            if self._head is None or not self._head.num_rows:
+                self._head = next(self._parts, None)
+                if self._head is None:
+                    self.done = True
+                    break
+            offsets = self._head.column("_kafka_offset").to_numpy()
+            if self.by_offset:
+                n = int(np.searchsorted(offsets, high))
+                taken, self._head = self._head.slice(0, n), self._head.slice(n)
+            else:
+                below = offsets < high
+                taken, self._head = self._head.filter(pa.array(below)), self._head.filter(pa.array(~below))
+            if taken.num_rows:
+                out.append(taken)
+            if self._head.num_rows:
+                break  # the rest of this part is at or beyond `high`
+        return out
+
+
+def _prefetched(fetch: Callable[[FileEntry], bytes], files: list[FileEntry],
+                ahead: int) -> Iterator[tuple[FileEntry, bytes]]:
+    """(file, bytes) in order, with up to `ahead` downloads running ahead of the consumer."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="download") as pool:
+        queue: collections.deque = collections.deque()
+        for f in files:
+            queue.append((f, pool.submit(fetch, f)))
+            if len(queue) > ahead:
+                done, future = queue.popleft()
+                yield done, future.result()
+        while queue:
+            done, future = queue.popleft()
+            yield done, future.result()
 
 
 def _offset_order(offsets: pa.ChunkedArray) -> list[int] | None:

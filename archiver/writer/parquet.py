@@ -25,6 +25,7 @@ METADATA_SCHEMA = pa.schema([
 ])
 METADATA_COLUMNS = tuple(METADATA_SCHEMA.names)
 WRITER_SCHEMAS_KEY = b"archiver.writer_schemas"
+ROW_ORDER_KEY = b"archiver.row_order"  # "key": by key then offset within each row group; absent: by offset
 
 
 def metadata_table(partition: int, offsets: Sequence[int], stamps: Sequence[tuple[int, int]],

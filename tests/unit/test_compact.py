@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from archiver import compact, layout
+from archiver.codec import wire
 from archiver.archive import Archive
 from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry, PartitionLedger
@@ -164,3 +165,21 @@ def test_bad_durations_name_the_option(text):
 ])
 def test_time_partition_end(dirs, end):
     assert compact.time_partition_end(dirs) == end
+
+
+@pytest.mark.parametrize("sort_by", [None, "offset", "key"])
+def test_replay_merges_entries_in_offset_order_in_small_windows(store, monkeypatch, sort_by):
+    from archiver import replay
+
+    archived(store, commits=3, per_commit=40)
+    archive = Archive(store)
+    if sort_by:
+        compact.compact(archive, settings=compact.CompactSettings(grace_s=0, sort_by=sort_by,
+                                                                   row_group_bytes=2_000))
+    monkeypatch.setattr(replay, "WINDOW_OFFSETS", 7)  # many windows, files straddling them
+    monkeypatch.setattr(replay, "BATCH_ROWS", 3)
+    selection = replay.Selection("t")
+    records = list(replay.Reader(archive, selection).stream(replay.plan(archive, selection).partitions, {0: 9}))
+    assert [r.offset for r in records] == list(range(10, 120))
+    assert all(r.key == str(r.offset % 7).encode() for r in records)
+    assert all(r.value == wire.frame(1, wire.avro_long(r.offset)) for r in records)  # value n == offset
