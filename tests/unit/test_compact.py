@@ -183,3 +183,37 @@ def test_replay_merges_entries_in_offset_order_in_small_windows(store, monkeypat
     assert [r.offset for r in records] == list(range(10, 120))
     assert all(r.key == str(r.offset % 7).encode() for r in records)
     assert all(r.value == wire.frame(1, wire.avro_long(r.offset)) for r in records)  # value n == offset
+
+
+def test_files_of_two_writer_schemas_are_not_mixed(store):
+    ledger = archived(store, commits=2, per_commit=20)
+    v2 = json.dumps({"type": "record", "name": "R", "fields": [{"name": "n", "type": "long"},
+                                                                {"name": "m", "type": ["null", "long"], "default": None}]})
+    offsets = list(range(40, 60))
+    values = pa.table({"n": pa.array(offsets, pa.int64()), "m": pa.array(offsets, pa.int64())})
+    meta = parquet.metadata_table(0, offsets, [(1, T0 + o) for o in offsets], [b"k"] * 20, [None] * 20, 2)
+    data = parquet.encode(pa.Table.from_arrays(values.columns + meta.columns, values.column_names + meta.column_names),
+                          {2: v2})
+    dirs = layout.time_path(T0, layout.Granularity.HOUR) + "/key_bucket=00"
+    key = layout.DataKey("t", 0, 40, ledger.epoch, dirs).format()
+    store.put(key, data)
+    ledger.commit(Entry(ledger.head.seq + 1, ledger.epoch, "commit", 40, 60, [
+        FileEntry(key, 20, len(data), hashlib.sha256(data).hexdigest(), 40, 59, T0, T0 + 59, [2])], records=20))
+    archive = Archive(store)
+
+    compact.compact(archive, settings=compact.CompactSettings(grace_s=0))
+
+    first_hour = [f for f in archive.files("t") if dirs in f.key]
+    assert sorted(f.schema_ids for f in first_hour) == [[1], [2]]
+    for f in first_hour:
+        table = archive.read(f)
+        assert set(parquet.writer_schemas_of(table.schema.metadata)) == set(f.schema_ids)
+        assert ("m" in table.column_names) == (f.schema_ids == [2])
+
+
+def test_dry_run_changes_nothing(store):
+    archived(store)
+    before = sorted(store.list(""))
+    report = compact.compact(Archive(store), settings=compact.CompactSettings(grace_s=0), dry_run=True)
+    assert report.totals()["files_in"] == 8 and report.totals()["files_out"] == 0
+    assert sorted(store.list("")) == before
