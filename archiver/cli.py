@@ -322,6 +322,8 @@ def _register_target_schemas(archive, plan, target, url) -> dict[int, int]:
 
     import pyarrow.parquet as pq
 
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
     from archiver.codec.registry import Registry
     from archiver.config import RegistrySettings
     from archiver.errors import ConfigError
@@ -340,9 +342,9 @@ def _register_target_schemas(archive, plan, target, url) -> dict[int, int]:
                 continue
             try:
                 mapping[old_id] = registry.register(f"{target}-value", json.loads(text))
-            except Exception as e:
+            except SchemaRegistryError as e:  # a 4xx: the registry refuses it (unreachable: TransientError)
                 raise ConfigError(f"target schema registry rejected schema id {old_id} for subject "
-                                  f"{target}-value: {getattr(e, 'error_message', e)}") from None
+                                  f"{target}-value: {e.error_message}") from None
     return mapping
 
 

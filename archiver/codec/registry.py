@@ -43,6 +43,8 @@ class Registry:
             return self._client.register_schema(subject, Schema(text, "AVRO"))
         except SchemaRegistryError as e:
             raise _translate(e, f"registering a schema under subject {subject!r}") from e
+        except Exception as e:  # httpx connection errors and timeouts
+            raise TransientError(f"schema registry unreachable while registering under {subject!r}: {e}") from e
 
     def schema_text(self, schema_id: int) -> str:
         """The writer schema's JSON text for `schema_id`."""

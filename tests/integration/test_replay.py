@@ -184,3 +184,23 @@ def test_lineage_headers_and_target_registry(services, kafka, registry, archive_
         if original.value() is not None:
             assert m.value()[5:] == original.value()[5:]
             assert int.from_bytes(m.value()[1:5], "big") == target_id
+
+
+def test_a_schema_the_target_registry_rejects_is_bad_input_and_nothing_is_produced(services, kafka, archive_env,
+                                                                                    archived, unique):
+    import httpx
+
+    target = f"{unique}-dst"
+    source_kafka.ensure_topic(kafka, target, 3)
+    subject = f"{services.registry_url}/subjects/{target}-value"
+    httpx.put(f"{services.registry_url}/config/{target}-value", json={"compatibility": "BACKWARD"}).raise_for_status()
+    incompatible = {"type": "record", "name": "PageEvent", "fields": [{"name": "only", "type": "int"}]}
+    httpx.post(f"{subject}/versions", json={"schema": json.dumps(incompatible)}).raise_for_status()
+
+    result = replay(archive_env, "--topic", archived, "--to-topic", target, "--target-schema-registry-url",
+                    services.registry_url, check=False)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("archiver: error: target schema registry rejected schema id ")
+    assert f"for subject {target}-value" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert high_watermark(kafka, target) == 0
