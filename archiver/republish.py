@@ -152,6 +152,8 @@ class Publisher:
                 if self.transactional:
                     self.producer.begin_transaction()
         self._commit(progress)
+        if self.progress:
+            self.progress(self.stats)  # the final count, also for replays shorter than one update
         return self.stats
 
     def _produce(self, record: Record) -> None:
