@@ -321,7 +321,6 @@ def _register_target_schemas(archive, plan, target, url) -> dict[int, int]:
     import json
 
     import pyarrow.parquet as pq
-
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
     from archiver.codec.registry import Registry

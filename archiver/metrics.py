@@ -85,7 +85,7 @@ def serve(address: str, daemon, healthy: Callable[[], bool], ready: Callable[[],
     host, _, port = address.rpartition(":")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's naming)
+        def do_GET(self):
             if self.path == "/metrics":
                 self._reply(200, generate_latest(registry), "text/plain; version=0.0.4")
             elif self.path == "/healthz":

@@ -17,8 +17,8 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -26,8 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archiver.archive import Archive
-from archiver.codec import native_encode
-from archiver.codec import wire
+from archiver.codec import native_encode, wire
 from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry
 from archiver.writer.parquet import ROW_ORDER_KEY, writer_schemas_of

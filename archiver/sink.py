@@ -9,13 +9,13 @@ pending flush that is retried as is.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import hashlib
 import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,8 +29,8 @@ from archiver.codec.values import Decoded, Run, ValueDecoder, shared_header
 from archiver.config import TopicSettings
 from archiver.errors import TerminalError, TransientError
 from archiver.layout import Granularity
-from archiver.metrics import Histogram
 from archiver.ledger import Entry, FileEntry, PartitionLedger, writer_id
+from archiver.metrics import Histogram
 from archiver.store import ObjectStore
 from archiver.writer import parquet
 from archiver.writer.buffer import PartitionBuffer, Rotation, RotationPolicy

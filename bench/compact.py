@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sink import produce  # noqa: E402
+from sink import produce
 
 ARCHIVER = str(Path(sys.executable).parent / "archiver")
 

@@ -64,7 +64,7 @@ def main() -> None:
         samples.append({"wall": wall, "cpu": cpu, "rss": rss, "records": summary["records"],
                         "bytes": summary["bytes"]})
         print(f"  run: {summary['records']:,} records in {wall:.1f}s wall, {cpu:.1f} CPU-s, {rss:.0f} MB RSS")
-    med = lambda k: statistics.median(s[k] for s in samples)  # noqa: E731
+    med = lambda k: statistics.median(s[k] for s in samples)
     records = samples[0]["records"]
     print(f"replay: records/s={records / med('wall'):,.0f} MB/s={samples[0]['bytes'] / 1e6 / med('wall'):.1f} "
           f"records/CPU-s={records / med('cpu'):,.0f} peak_rss_mb={med('rss'):.0f} (median of {len(samples)})")

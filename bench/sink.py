@@ -123,7 +123,7 @@ def main() -> None:
 
 
 def summarize(samples: list[dict], records: int, raw: int) -> dict:
-    med = lambda key: statistics.median(s[key] for s in samples)  # noqa: E731
+    med = lambda key: statistics.median(s[key] for s in samples)
     return {
         "runs": len(samples),
         "records_per_s": records / med("wall_s"),

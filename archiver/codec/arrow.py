@@ -151,7 +151,7 @@ def encode_rows(table: pa.Table | pa.RecordBatch, schema: Any, *,
             continue
         try:
             out.append(codec.write(row))
-        except Exception as exc:  # noqa: BLE001 - fastavro raises several types for a bad value
+        except Exception as exc:
             raise TerminalError(f"row {index} cannot be written as Avro: {_reason(exc)}") from exc
     return out
 
@@ -312,7 +312,7 @@ def _compile(schema: Any) -> _Codec:
         if isinstance(schema, str) and schema.lstrip()[:1] in ("{", "[", '"'):
             schema = json.loads(schema)  # JSON text, as the registry returns it (else a name: "string")
         parsed = fastavro.parse_schema(schema)
-    except Exception as exc:  # noqa: BLE001 - fastavro raises several types for a bad schema
+    except Exception as exc:
         raise ConfigError(f"invalid Avro schema: {_reason(exc)}") from exc
     if not isinstance(parsed, dict) or parsed.get("type") != "record":
         kind = parsed.get("type") if isinstance(parsed, dict) else parsed

@@ -15,8 +15,14 @@ from archiver import demo
 from archiver.archive import Archive
 from archiver.store import open_store
 from tests.conftest import _free_ports
-from tests.integration.test_run import (ARCHIVER, START_MS, assert_exactly_once, run_archiver, source_offsets,
-                                        write_config)
+from tests.integration.test_run import (
+    ARCHIVER,
+    START_MS,
+    assert_exactly_once,
+    run_archiver,
+    source_offsets,
+    write_config,
+)
 
 
 def start_daemon(env: dict, topic: str, log) -> subprocess.Popen:

@@ -15,7 +15,7 @@ from archiver.codec.arrow import arrow_schema, decode_batch, encode_rows
 from archiver.errors import ConfigError, TerminalError
 
 HEADER = b"\x00\x00\x00\x00\x07"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 INT_BASED = {"int": ["date", "time-millis"], "long": ["timestamp-millis", "timestamp-micros",
              "local-timestamp-millis", "local-timestamp-micros", "time-micros"]}
 BRANCH_SLOTS = ["boolean", "int", "long", "float", "double", "bytes", "string", "array", "map",

@@ -268,7 +268,7 @@ def test_a_null_under_a_null_parent_is_not_written():
     (record(("m", {"type": "map", "values": "int"})),
      pa.array([[("k", 1), ("k", 2)]], pa.map_(pa.string(), pa.int32()))),
     (record(("d", {"type": "bytes", "logicalType": "decimal", "precision": 5, "scale": 1})),
-     pa.array([Decimal("-12.8"), Decimal("1")], pa.decimal128(5, 1))),
+     pa.array([Decimal("-12.8"), Decimal(1)], pa.decimal128(5, 1))),
     (record(("d", {"type": "bytes", "logicalType": "decimal", "precision": 50, "scale": 0})),
      pa.array([Decimal(-(2**127))], pa.decimal256(50, 0))),
     (record(("f", "float")), pa.Array.from_buffers(pa.float32(), 1, [None, pa.py_buffer(SIGNALLING_NAN)])),

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from archiver import compact, layout
-from archiver.codec import wire
 from archiver.archive import Archive
+from archiver.codec import wire
 from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry, PartitionLedger
 from archiver.store import open_store
