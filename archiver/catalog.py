@@ -50,8 +50,6 @@ _RESERVED_WORDS = """
     varchar views when where window with"""
 _RESERVED = frozenset(_RESERVED_WORDS.split())
 _MAX_DECIMAL_DIGITS = 38  # Athena's (and Hive's) limit
-_PLACEHOLDERS = {"ARCHIVER_KAFKA_BOOTSTRAP_SERVERS": "unused.invalid:9092",
-                 "ARCHIVER_SCHEMA_REGISTRY_URL": "http://unused.invalid"}
 
 
 # --- Arrow → Hive types ---------------------------------------------------------------------------
@@ -328,8 +326,8 @@ def table_specs(config_path: str | None, archive_url: str | None, topics: Iterab
         raise ConfigError("--table names one table: give exactly one --topic with it")
     database = check_name("database", database) if database else None
     table = check_name("table", table) if table else None
-    settings = load_run_settings(config_path, env=_PLACEHOLDERS | dict(env),
-                                 flags={"archive_url": archive_url, "topics": ",".join(topics) or "unused"})
+    settings = load_run_settings(config_path, env=env, flags={"archive_url": archive_url},
+                                 needs=frozenset({"archive"}))
     archive = Archive(open_store(settings.archive_url))
     s3_location(settings.archive_url, "t")  # fail on a file:// archive before reading it
     if not topics:

@@ -241,9 +241,16 @@ _RUN_ENV = {"archive_url": "ARCHIVER_ARCHIVE_URL", "topics": "ARCHIVER_TOPICS",
             "compact_closed_after_s": "ARCHIVER_COMPACT_CLOSED_AFTER_S", "compact_grace_s": "ARCHIVER_COMPACT_GRACE_S"}
 
 
+RUN_NEEDS = frozenset({"kafka", "archive", "topics", "registry"})
+
+
 def load_run_settings(path: str | None, env: Mapping[str, str] = os.environ,
-                      flags: Mapping[str, object] | None = None) -> RunSettings:
-    """Defaults < TOML file < ARCHIVER_* environment < flags; validated, errors name the key."""
+                      flags: Mapping[str, object] | None = None, needs: frozenset[str] = RUN_NEEDS) -> RunSettings:
+    """Defaults < TOML file < ARCHIVER_* environment < flags; validated, errors name the key.
+
+    `needs` names what the command must have: `archiver run` needs everything; `status` reads
+    the archive and Kafka, `ddl` and `query` only the archive's layout settings.
+    """
     import tomllib
 
     flags = {k: v for k, v in (flags or {}).items() if v not in (None, ())}
@@ -258,8 +265,11 @@ def load_run_settings(path: str | None, env: Mapping[str, str] = os.environ,
             raise ConfigError(f"config file {path}: {e}") from None
     _no_unknown("", doc, {"kafka", "schema_registry", "archive", "run", "defaults", "topics"})
     kafka_file = _section(doc, "kafka", KafkaSettings)
-    kafka = KafkaSettings.from_env({**_as_env("ARCHIVER_KAFKA_", kafka_file), **env},
-                                   bootstrap_servers=flags.get("bootstrap_servers"))
+    kafka_env = {**_as_env("ARCHIVER_KAFKA_", kafka_file), **env}
+    if "kafka" in needs or flags.get("bootstrap_servers") or kafka_env.get("ARCHIVER_KAFKA_BOOTSTRAP_SERVERS"):
+        kafka = KafkaSettings.from_env(kafka_env, bootstrap_servers=flags.get("bootstrap_servers"))
+    else:
+        kafka = KafkaSettings(bootstrap_servers="")  # not needed by this command, and not set
     registry_file = _section(doc, "schema_registry", RegistrySettings)
     registry_env = {**_as_env("ARCHIVER_SCHEMA_REGISTRY_", registry_file), **env}
     registry = None
@@ -277,8 +287,10 @@ def load_run_settings(path: str | None, env: Mapping[str, str] = os.environ,
     run.update({k: v for k, v in flags.items() if k in _RUN_ENV})
     run = _typed("run", RunSettings, run)
     if not run.get("archive_url"):
-        raise ConfigError("archive.url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
-    if not run.get("topics") and not run.get("topic_pattern"):
+        if "archive" in needs:
+            raise ConfigError("archive.url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
+        run["archive_url"] = ""
+    if "topics" in needs and not run.get("topics") and not run.get("topic_pattern"):
         raise ConfigError("run.topics is empty: name topics (--topics or ARCHIVER_TOPICS) or a run.topic_pattern")
     _choice("run.on_decode_error", run.get("on_decode_error", "dlq"), ("dlq", "fail"))
     _choice("run.log_format", run.get("log_format", "text"), ("text", "json"))
@@ -297,8 +309,8 @@ def load_run_settings(path: str | None, env: Mapping[str, str] = os.environ,
         _no_unknown(where, section, set(TopicSettings.__dataclass_fields__))
         merged = {**base, **section}
         overrides[topic] = TopicSettings(**_typed(where, TopicSettings, merged)).validate(where)
-    if registry is None and any(s.value_format == "confluent" or s.key_format == "avro"
-                                for s in [defaults, *overrides.values()]):
+    if "registry" in needs and registry is None and any(s.value_format == "confluent" or s.key_format == "avro"
+                                                        for s in [defaults, *overrides.values()]):
         raise ConfigError("schema_registry.url is not set (flag --schema-registry-url or "
                           "ARCHIVER_SCHEMA_REGISTRY_URL); it is needed for value_format = confluent and key_format = avro")
     return RunSettings(kafka=kafka, registry=registry, defaults=defaults, overrides=overrides, **run)

@@ -459,12 +459,10 @@ def _bound(columns: list[str], values: dict[str, str], op: str) -> str:
 
 def topic_settings(config_path: str | None, topic: str, env: Mapping[str, str] = os.environ) -> TopicSettings:
     """The topic's settings exactly as `archiver run` resolves them (TOML [defaults] and
-    [topics."T"]); connection settings are not needed to query, so they get placeholders."""
+    [topics."T"]); connection settings are not needed to query."""
     from archiver.config import load_run_settings
 
-    placeholders = {"bootstrap_servers": "unused:9092", "schema_registry_url": "http://unused",
-                    "archive_url": "file:///unused", "topics": topic}
-    return load_run_settings(config_path, env, flags=placeholders).for_topic(topic)
+    return load_run_settings(config_path, env, needs=frozenset()).for_topic(topic)
 
 
 def statement(engine: Engine, sql: str | None, topic: str | None = None, key: str | None = None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
@@ -27,9 +27,6 @@ from archiver.config import KafkaSettings, RunSettings, load_run_settings
 from archiver.errors import ConfigError, TransientError
 from archiver.ledger import Entry
 from archiver.source import kafka as source_kafka
-
-# status reads no schema: a placeholder keeps load_run_settings from requiring a registry
-_NO_REGISTRY = {"ARCHIVER_SCHEMA_REGISTRY_URL": "http://registry.unused.invalid"}
 
 
 @dataclass(frozen=True)
@@ -192,14 +189,7 @@ def load_settings(config_path: str | None, flags: Mapping[str, object],
 
     status reads no schema and may run where no topics are configured, so it requires neither.
     """
-    env = _NO_REGISTRY | dict(env)
-    try:
-        return load_run_settings(config_path, env, flags)
-    except ConfigError:
-        if flags.get("topics"):
-            raise
-        # A placeholder topic lifts only the "no topics" error: any other one is raised again here.
-        return replace(load_run_settings(config_path, env, {**flags, "topics": "-"}), topics=())
+    return load_run_settings(config_path, env, flags, needs=frozenset({"kafka", "archive"}))
 
 
 def select_topics(requested: Iterable[str] | None, settings: RunSettings, archived: Iterable[str],
