@@ -31,6 +31,7 @@ from archiver.archive import Archive
 from archiver.errors import ConfigError, NotFound
 from archiver.ledger import Entry, FileEntry
 from archiver.store import ObjectStore
+from archiver.writer.parquet import ROW_ORDER_KEY
 
 _SHOWN_RUNS = 5  # offset runs named in one problem line before "... and N more"
 
@@ -206,34 +207,44 @@ def check_file(topic: str, partition: int, file: FileEntry, data: bytes) -> File
         problems.append(Problem(topic, partition, where, f"sha256 {digest[:16]}…, the ledger says "
                                 f"{file.sha256[:16]}…", "sha256"))
     try:
-        partitions, offsets = _read_columns(data)
+        partitions, offsets, groups, by_key = _read_columns(data)
     except (pa.ArrowException, OSError, KeyError, ValueError, TypeError) as e:
         problems.append(Problem(topic, partition, where,
                                 f"not readable as archive Parquet: {' '.join(str(e).split())[:200]}", "unreadable"))
         return FileCheck(problems)
-    problems += _check_rows(topic, partition, file, partitions, offsets)
+    problems += _check_rows(topic, partition, file, partitions, offsets, groups if by_key else None)
     return FileCheck(problems, np.unique(offsets))
 
 
-def _read_columns(data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """(_kafka_partition, _kafka_offset) of every row, decoding every column batch by batch.
+def _read_columns(data: bytes) -> tuple[np.ndarray, np.ndarray, list[int], bool]:
+    """(_kafka_partition, _kafka_offset) of every row, the row count of each row group, and
+    whether rows are in key order within row groups (`compact --sort-by key`), decoding every
+    column batch by batch.
 
     Decoding all columns proves the file readable; keeping two bounds memory to them.
     """
     parquet = pq.ParquetFile(io.BytesIO(data))
-    partitions, offsets = [], []
-    for batch in parquet.iter_batches(batch_size=65_536):
-        for name, out in (("_kafka_partition", partitions), ("_kafka_offset", offsets)):
-            column = batch.column(name)  # KeyError when absent
-            if column.null_count:
-                raise KeyError(f"column {name} has {column.null_count} null(s)")
-            out.append(column.to_numpy().astype(np.int64))
+    by_key = (parquet.schema_arrow.metadata or {}).get(ROW_ORDER_KEY) == b"key"
+    partitions, offsets, groups = [], [], []
+    for group in range(parquet.num_row_groups):
+        rows = 0
+        for batch in parquet.iter_batches(batch_size=65_536, row_groups=[group]):
+            rows += batch.num_rows
+            for name, out in (("_kafka_partition", partitions), ("_kafka_offset", offsets)):
+                column = batch.column(name)  # KeyError when absent
+                if column.null_count:
+                    raise KeyError(f"column {name} has {column.null_count} null(s)")
+                out.append(column.to_numpy().astype(np.int64))
+        groups.append(rows)
     empty = np.array([], dtype=np.int64)
-    return (np.concatenate(partitions) if partitions else empty), (np.concatenate(offsets) if offsets else empty)
+    return ((np.concatenate(partitions) if partitions else empty), (np.concatenate(offsets) if offsets else empty),
+            groups, by_key)
 
 
 def _check_rows(topic: str, partition: int, file: FileEntry, partitions: np.ndarray,
-                offsets: np.ndarray) -> list[Problem]:
+                offsets: np.ndarray, key_ordered_groups: list[int] | None = None) -> list[Problem]:
+    """`key_ordered_groups`: the row counts of the row groups of a file in key order within each
+    row group; its offsets must ascend from row group to row group instead of from row to row."""
     where = f"file {file.key}"
     problems = []
     if len(offsets) != file.rows:
@@ -242,11 +253,19 @@ def _check_rows(topic: str, partition: int, file: FileEntry, partitions: np.ndar
     if wrong.any():
         problems.append(Problem(topic, partition, where, f"{int(wrong.sum())} row(s) have _kafka_partition "
                                 f"{int(partitions[wrong][0])}, not {partition}", "partition"))
-    steps = np.diff(offsets)
-    if (steps < 0).any():
-        row = int(np.argmax(steps < 0)) + 1
-        problems.append(Problem(topic, partition, where, f"_kafka_offset not ascending at row {row} "
-                                f"({int(offsets[row - 1])} then {int(offsets[row])})", "order"))
+    if key_ordered_groups is None:
+        steps = np.diff(offsets)
+        if (steps < 0).any():
+            row = int(np.argmax(steps < 0)) + 1
+            problems.append(Problem(topic, partition, where, f"_kafka_offset not ascending at row {row} "
+                                    f"({int(offsets[row - 1])} then {int(offsets[row])})", "order"))
+    else:
+        bounds = np.cumsum([0, *key_ordered_groups])
+        spans = [(int(offsets[a:b].min()), int(offsets[a:b].max())) for a, b in zip(bounds, bounds[1:]) if b > a]
+        for group, (before, after) in enumerate(zip(spans, spans[1:]), start=1):
+            if after[0] <= before[1]:
+                problems.append(Problem(topic, partition, where, f"row group {group} starts at offset {after[0]}, "
+                                        f"not after row group {group - 1} (up to {before[1]})", "order"))
     ordered = np.sort(offsets)  # repeats need not be adjacent when the order is wrong too
     repeated = np.unique(ordered[1:][np.diff(ordered) == 0])
     if len(repeated):

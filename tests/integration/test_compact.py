@@ -148,6 +148,7 @@ def test_a_compacted_archive_replays_byte_for_byte(kafka, registry, archive_env,
     topic, target = f"{unique}-src", f"{unique}-dst"
     archive_in_rounds(kafka, registry, archive_env, topic, rounds=3)
     compact(archive_env, "--topics", topic, "--grace", "0", "--sort-by", "key")
+    assert audit.verify(Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"])), [topic]).problems == []
 
     source_kafka.ensure_topic(kafka, target, 2)
     replay(archive_env, "--topic", topic, "--to-topic", target)

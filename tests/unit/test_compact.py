@@ -217,3 +217,22 @@ def test_dry_run_changes_nothing(store):
     report = compact.compact(Archive(store), settings=compact.CompactSettings(grace_s=0), dry_run=True)
     assert report.totals()["files_in"] == 8 and report.totals()["files_out"] == 0
     assert sorted(store.list("")) == before
+
+
+def test_verify_accepts_files_compacted_in_key_order(store):
+    from archiver import audit
+
+    archived(store)
+    archive = Archive(store)
+    compact.compact(archive, settings=compact.CompactSettings(grace_s=0, sort_by="key", row_group_bytes=2_000))
+    assert any(pq_row_groups(archive, f) > 1 for f in archive.files("t"))
+    report = audit.verify(archive, ["t"])
+    assert report.problems == [] and report.orphans == []
+
+
+def pq_row_groups(archive: Archive, f: FileEntry) -> int:
+    import io
+
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(io.BytesIO(archive.store.get(f.key))).num_row_groups
