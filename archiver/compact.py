@@ -199,24 +199,43 @@ def time_partition_end(directories: str) -> float | None:
 
 def _plan(entries: list[Entry], settings: CompactSettings, now: float
           ) -> tuple[list[Entry], dict[str, list[FileEntry]]] | None:
-    """The run of live entries to replace and, per directory, the files to merge."""
+    """The run of live entries to replace and, per directory, the files to merge.
+
+    The run starts at the first live entry holding a small file of a closed directory and stops
+    before the first entry holding a small file of a directory still open: such a file would be
+    carried into the compaction entry, and the next compaction would have to replace that entry
+    again, so one entry would grow to list a partition's whole history. Big files, and small
+    files of closed directories that have nothing to merge with, are carried as they are.
+    """
     live = live_of(entries)
     small = settings.target_bytes // 2
-    by_dir: dict[str, list[FileEntry]] = collections.defaultdict(list)
-    for entry in live:
-        for f in entry.files:
-            if f.bytes < small:
-                by_dir[directories_of(f.key)].append(f)
-    chosen = {d for d, files in by_dir.items() if len(files) >= settings.min_files
-              and (end := time_partition_end(d)) is not None and end + settings.closed_after_s <= now}
-    if not chosen:
-        return None
-    holds = [i for i, e in enumerate(live) if any(f.bytes < small and directories_of(f.key) in chosen
-                                                  for f in e.files)]
-    run = live[holds[0]:holds[-1] + 1]
-    merge = {d: sorted((f for e in run for f in e.files if f.bytes < small and directories_of(f.key) == d),
-                       key=lambda f: f.first_offset) for d in sorted(chosen)}
-    return run, merge
+
+    def closed(directories: str) -> bool:
+        end = time_partition_end(directories)
+        return end is not None and end + settings.closed_after_s <= now
+
+    def open_small(entry: Entry) -> bool:
+        return any(f.bytes < small and not closed(directories_of(f.key)) for f in entry.files)
+
+    first = next((i for i, e in enumerate(live) if not open_small(e)
+                  and any(f.bytes < small for f in e.files)), None)
+    while first is not None:
+        stop = next((i for i in range(first, len(live)) if open_small(live[i])), len(live))
+        run = live[first:stop]
+        by_dir: dict[str, list[FileEntry]] = collections.defaultdict(list)
+        for entry in run:
+            for f in entry.files:
+                if f.bytes < small:
+                    by_dir[directories_of(f.key)].append(f)
+        merge = {d: sorted(files, key=lambda f: f.first_offset) for d, files in sorted(by_dir.items())
+                 if len(files) >= settings.min_files}
+        if merge:
+            holds = [i for i, e in enumerate(run) if any(f.bytes < small and directories_of(f.key) in merge
+                                                         for f in e.files)]
+            return run[holds[0]:holds[-1] + 1], merge
+        first = next((i for i in range(stop, len(live)) if not open_small(live[i])
+                      and any(f.bytes < small for f in live[i].files)), None)
+    return None
 
 
 # --- doing -----------------------------------------------------------------------------------

@@ -28,11 +28,11 @@ def store(tmp_path):
     return open_store(f"file://{tmp_path}")
 
 
-def commit(store, ledger: PartitionLedger, start: int, end: int, hours: int = 2) -> Entry:
+def commit(store, ledger: PartitionLedger, start: int, end: int, hours: int = 2, first_hour: int = 0) -> Entry:
     """Commit offsets [start, end) spread over `hours` hours: one small file per hour directory."""
     files = []
-    for h in range(hours):
-        offsets = [o for o in range(start, end) if o % hours == h]
+    for h in range(first_hour, first_hour + hours):
+        offsets = [o for o in range(start, end) if o % hours == h - first_hour]
         values = pa.table({"n": pa.array(offsets, pa.int64())})
         meta = parquet.metadata_table(ledger.partition, offsets, [(1, T0 + h * HOUR_MS + o) for o in offsets],
                                       [str(o % 7).encode() for o in offsets], [None] * len(offsets), 1)
@@ -85,16 +85,35 @@ def test_the_writer_keeps_committing_after_a_compaction_and_a_new_owner_resumes_
     assert [(e.kind, e.start, e.end) for e in live] == [("compaction", 0, 200), ("commit", 200, 250)]
 
 
-def test_open_hours_are_left_alone_and_carried_files_stay_live(store):
-    archived(store)
+def test_open_hours_are_left_alone_and_compaction_entries_do_not_accumulate(store):
+    ledger = PartitionLedger(store, "t", 0)
+    ledger.claim()
+    for i, hour in enumerate([0, 0, 1, 1]):  # two commits in the first hour, two in the second
+        commit(store, ledger, i * 50, (i + 1) * 50, hours=1, first_hour=hour)
     archive = Archive(store)
+    settings = compact.CompactSettings(grace_s=0, closed_after_s=0)
+    second_hour_end = (T0 + 2 * HOUR_MS) / 1000
+
+    compact.compact(archive, settings=settings, now=lambda: second_hour_end - 1)  # the second hour is open
+    live = archive.live_entries("t", 0)
+    assert [(e.kind, e.start, e.end, e.replaces) for e in live] == [
+        ("compaction", 0, 100, [2, 3]), ("commit", 100, 150, []), ("commit", 150, 200, [])]
+
+    compact.compact(archive, settings=settings, now=lambda: second_hour_end)  # now it is closed too
+    live = archive.live_entries("t", 0)
+    assert [(e.kind, e.start, e.end, e.replaces) for e in live] == [
+        ("compaction", 0, 100, [2, 3]), ("compaction", 100, 200, [4, 5])]  # the first one is not rewritten
+    assert len(rows(archive)) == 200 and len(list(archive.files("t"))) == 2
+
+
+def test_entries_holding_a_small_file_of_an_open_hour_are_not_replaced(store):
+    archived(store)  # every commit holds a file of each of two hours
+    archive = Archive(store)
+    before = archive.live_entries("t", 0)
     second_hour_end = (T0 + 2 * HOUR_MS) / 1000
     settings = compact.CompactSettings(grace_s=0, closed_after_s=0)
-    compact.compact(archive, settings=settings, now=lambda: second_hour_end - 1)  # only the first hour closed
-    files = list(archive.files("t"))
-    merged = [f for f in files if layout.parse_data_key(f.key).compaction is not None]
-    assert len(merged) == 1 and len(files) == 5  # 4 small files of the open hour carried over
-    assert len(rows(archive)) == 200
+    report = compact.compact(archive, settings=settings, now=lambda: second_hour_end - 1)
+    assert report.totals()["files_in"] == 0 and archive.live_entries("t", 0) == before
 
 
 def test_the_grace_period_keeps_replaced_files_until_it_passes(store):
