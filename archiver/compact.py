@@ -129,6 +129,7 @@ def compact(archive: Archive, topics: Iterable[str] | None = None, settings: Com
 
 def compact_partition(store: ObjectStore, topic: str, partition: int, settings: CompactSettings,
                       now: Callable[[], float] = time.time, dry_run: bool = False) -> PartitionReport:
+    """Clean up crashed compactions, compact one partition once, delete what the grace period freed."""
     started = time.monotonic()
     report = PartitionReport(topic, partition)
     ledger = PartitionLedger(store, topic, partition)
