@@ -207,6 +207,10 @@ def _plan(entries: list[Entry], settings: CompactSettings, now: float
     carried into the compaction entry, and the next compaction would have to replace that entry
     again, so one entry would grow to list a partition's whole history. Big files, and small
     files of closed directories that have nothing to merge with, are carried as they are.
+
+    When no such run exists (every commit also holds the current hour: records of mixed times),
+    the run goes from the first to the last entry holding files to merge, carrying the small
+    files of open directories: compaction still happens, and its entry grows with history.
     """
     live = live_of(entries)
     small = settings.target_bytes // 2
@@ -236,7 +240,23 @@ def _plan(entries: list[Entry], settings: CompactSettings, now: float
             return run[holds[0]:holds[-1] + 1], merge
         first = next((i for i in range(stop, len(live)) if not open_small(live[i])
                       and any(f.bytes < small for f in live[i].files)), None)
-    return None
+    return _carrying_plan(live, small, closed, settings.min_files)
+
+
+def _carrying_plan(live: list[Entry], small: int, closed: Callable[[str], bool], min_files: int
+                   ) -> tuple[list[Entry], dict[str, list[FileEntry]]] | None:
+    by_dir: dict[str, list[FileEntry]] = collections.defaultdict(list)
+    for entry in live:
+        for f in entry.files:
+            if f.bytes < small and closed(directories_of(f.key)):
+                by_dir[directories_of(f.key)].append(f)
+    merge = {d: sorted(files, key=lambda f: f.first_offset) for d, files in sorted(by_dir.items())
+             if len(files) >= min_files}
+    if not merge:
+        return None
+    holds = [i for i, e in enumerate(live) if any(f.bytes < small and directories_of(f.key) in merge
+                                                  for f in e.files)]
+    return live[holds[0]:holds[-1] + 1], merge
 
 
 # --- doing -----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Benchmark `archiver compact` on archives of many small files written by `archiver run --once`.
 
-Produces N demo events (~160 B of Avro each, over 3 hours) into a fresh topic, archives them
+Produces N demo events (~160 B of Avro each, over 3 hours that have ended) into a fresh topic, archives them
 with small rotations (`max_records`), so each hour and key bucket holds many small files, into
 one fresh prefix per run; then compacts each prefix and prints medians of: input MB/s (Parquet
 bytes read per wall second), records/s, CPU seconds, peak RSS, files in → out, and the archive
@@ -63,7 +63,9 @@ def main() -> None:
     args = parser.parse_args()
 
     topic = f"bench-compact-{uuid.uuid4().hex[:6]}"
-    raw = produce(topic, args.records, 6)
+    hour = 3_600_000
+    now = int(time.time() * 1000)
+    raw = produce(topic, args.records, 6, end_ms=now - now % hour - hour)  # 3 whole hours, all closed
     print(f"produced {args.records:,} records ({raw / 1e6:.1f} MB Avro) to {topic}")
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
         f.write(f"[defaults]\nkey_buckets = {args.key_buckets}\nmax_records = {args.max_records}\n")

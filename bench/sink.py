@@ -33,14 +33,15 @@ from archiver.store import open_store
 ARCHIVER = str(Path(sys.executable).parent / "archiver")
 
 
-def produce(topic: str, records: int, partitions: int) -> int:
-    """Produce `records` demo events (a pool of distinct events, cycled); returns raw Avro bytes."""
+def produce(topic: str, records: int, partitions: int, end_ms: int | None = None) -> int:
+    """Produce `records` demo events (a pool of distinct events, cycled) over the 3 hours before
+    `end_ms` (default: now); returns raw Avro bytes."""
     kafka = KafkaSettings.from_env()
     with Registry(RegistrySettings.from_env()) as registry:
         source_kafka.ensure_topic(kafka, topic, partitions)
         schema_id = registry.register(f"{topic}-value", demo.SCHEMA)
     span = 3 * 3600_000
-    start = int(time.time() * 1000) - span
+    start = (end_ms or int(time.time() * 1000)) - span
     pool = [(e.key, demo.encode(e.value, schema_id), e.headers, e.timestamp_ms)
             for e in demo.events(min(records, 100_000), start, span)]
     producer = source_kafka.producer(kafka, **{"linger.ms": 50, "batch.size": 1_000_000,
