@@ -98,14 +98,16 @@ class PartitionReport:
     seconds: float = 0.0
 
 
+COUNTS = ("directories", "files_in", "bytes_in", "files_out", "bytes_out", "replaced_entries", "deleted_files",
+          "removed_stale")
+
+
 @dataclass
 class Report:
     partitions: list[PartitionReport] = field(default_factory=list)
 
     def totals(self) -> dict:
-        keys = ("directories", "files_in", "bytes_in", "files_out", "bytes_out", "replaced_entries",
-                "deleted_files", "removed_stale")
-        out = {k: sum(getattr(p, k) for p in self.partitions) for k in keys}
+        out = {k: sum(getattr(p, k) for p in self.partitions) for k in COUNTS}
         out["seconds"] = round(sum(p.seconds for p in self.partitions), 3)
         out["mb_per_s"] = round(out["bytes_in"] / 1e6 / out["seconds"], 2) if out["seconds"] else 0.0
         return out
@@ -497,6 +499,8 @@ class Scheduled:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.runs = 0
+        self.totals: collections.Counter = collections.Counter()  # COUNTS summed over every run, for /metrics
+        self.failures = 0
 
     def tick(self) -> None:
         self.scheduler.run_pending()
@@ -515,8 +519,10 @@ class Scheduled:
             try:
                 report = compact_partition(self.store, topic, partition, self.settings)
             except Exception as e:  # noqa: BLE001 - a failed run is retried at the next interval
+                self.failures += 1
                 logger.warning("compaction of %s[%d] failed: %s", topic, partition, e)
                 continue
+            self.totals.update({k: getattr(report, k) for k in COUNTS})
             if report.files_in or report.deleted_files:
                 logger.info("compaction of %s[%d]: %d file(s) → %d, %d replaced file(s) deleted", topic, partition,
                             report.files_in, report.files_out, report.deleted_files)

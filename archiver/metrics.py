@@ -76,6 +76,19 @@ class DaemonCollector:
         for (topic, partition), value in d.lag().items():
             lag.add_metric([topic, str(partition)], value)
         yield lag
+        if d.compaction is not None:
+            totals, c = d.compaction.totals, d.compaction
+            for name, doc, value in [
+                ("archiver_compaction_runs", "Scheduled compaction runs finished", c.runs),
+                ("archiver_compaction_failures", "Partition compactions that failed (retried next run)", c.failures),
+                ("archiver_compaction_files_in", "Small files merged by compaction", totals["files_in"]),
+                ("archiver_compaction_files_out", "Files compaction wrote", totals["files_out"]),
+                ("archiver_compaction_bytes_in", "Bytes of the files compaction merged", totals["bytes_in"]),
+                ("archiver_compaction_bytes_out", "Bytes of the files compaction wrote", totals["bytes_out"]),
+                ("archiver_compaction_deleted_files", "Replaced files deleted after the grace period",
+                 totals["deleted_files"]),
+            ]:
+                yield CounterMetricFamily(name, doc, value=value)
 
 
 def serve(address: str, daemon, healthy: Callable[[], bool], ready: Callable[[], bool]) -> ThreadingHTTPServer:

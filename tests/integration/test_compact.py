@@ -15,7 +15,9 @@ from archiver import audit, demo, layout
 from archiver.archive import Archive
 from archiver.source import kafka as source_kafka
 from archiver.store import open_store
+from tests.conftest import _free_ports
 from tests.integration.test_replay import fingerprint, replay
+from tests.integration.test_run_resilience import metrics
 from tests.integration.test_run import ARCHIVER, START_MS, run_archiver, source_offsets
 
 SPAN_MS = 2 * 3600_000
@@ -162,8 +164,10 @@ def test_a_compacted_archive_replays_byte_for_byte(kafka, registry, archive_env,
 def test_the_daemon_compacts_on_a_schedule_while_it_archives(services, kafka, registry, archive_env, unique):
     topic = f"{unique}-t"
     archive_in_rounds(kafka, registry, archive_env, topic, rounds=2, records=300)
+    (port,) = _free_ports(1)
     env = archive_env | {"ARCHIVER_COMPACT_INTERVAL_S": "1", "ARCHIVER_COMPACT_CLOSED_AFTER_S": "0",
-                         "ARCHIVER_COMPACT_GRACE_S": "0", "ARCHIVER_TOPICS": topic}
+                         "ARCHIVER_COMPACT_GRACE_S": "0", "ARCHIVER_TOPICS": topic,
+                         "ARCHIVER_METRICS_ADDRESS": f"127.0.0.1:{port}"}
     daemon = subprocess.Popen([ARCHIVER, "-v", "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     try:
@@ -177,10 +181,13 @@ def test_the_daemon_compacts_on_a_schedule_while_it_archives(services, kafka, re
             if "compaction" in kinds and sum(f.rows for f in archive.files(topic)) == 600 + 1200:
                 break
             time.sleep(1)
+        counters = metrics(port)
     finally:
         daemon.send_signal(signal.SIGTERM)
         _, err = daemon.communicate(timeout=60)
     assert daemon.returncode == 0, err[-3000:]
     assert "compacted" in err
+    assert counters["archiver_compaction_runs_total"] >= 1 and counters["archiver_compaction_failures_total"] == 0
+    assert counters["archiver_compaction_files_in_total"] > counters["archiver_compaction_files_out_total"] > 0
     assert_valid(archive, topic, source_offsets(kafka, topic))
     assert any(e.kind == "compaction" for p in (0, 1) for e in archive.entries(topic, p))
