@@ -67,7 +67,8 @@ class CompactSettings:
     grace_s: float = 900.0
     """Replaced files are deleted this long after the compaction that replaced them."""
     stale_after_s: float = 3600.0
-    """An unfinished compaction older than this is a crashed one: its uploads are removed."""
+    """An unfinished compaction whose intent was not updated for this long (it is rewritten before
+    each upload) is a crashed one: its uploads are removed."""
     sort_by: str = "offset"
     """offset, or key (by key then offset within each row group, for key lookups)."""
     min_files: int = 2
@@ -350,7 +351,8 @@ class _Compaction:
         """Name the file in the intent, then upload it in the background (a few at a time)."""
         entry, data = done
         self.uploaded.append(entry.key)
-        body = {"files": self.uploaded, "writer": writer_id(), "started_at": self.started_at}
+        body = {"files": self.uploaded, "writer": writer_id(), "started_at": self.started_at,
+                "updated_at": self.now()}  # a running compaction keeps its intent fresh
         self.store.put(self.intent, json.dumps(body).encode())  # before the upload it names
         self._drain(2 * self.settings.target_bytes - len(data))
         self._inflight.append((len(data), self._pool.submit(self.store.put, entry.key, data)))
@@ -442,7 +444,7 @@ def _remove_stale(ledger: PartitionLedger, settings: CompactSettings, now: float
             continue
         if ledger.holds(seq, epoch, "compaction", body["files"]):
             ledger.store.delete(key)
-        elif now - body.get("started_at", 0) >= settings.stale_after_s:
+        elif now - body.get("updated_at", body.get("started_at", 0)) >= settings.stale_after_s:
             for name in body["files"]:
                 ledger.store.delete(name)
             ledger.store.delete(key)
