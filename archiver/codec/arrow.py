@@ -47,7 +47,7 @@ PRIMITIVES = {
 }
 
 # (logical type, underlying type) → (Arrow type, integer type `encode_rows` reads it as).
-_TEMPORAL = {
+TEMPORAL = {
     ("timestamp-millis", "long"): (pa.timestamp("ms", tz="UTC"), pa.int64()),
     ("timestamp-micros", "long"): (pa.timestamp("us", tz="UTC"), pa.int64()),
     ("local-timestamp-millis", "long"): (pa.timestamp("ms"), pa.int64()),
@@ -56,7 +56,7 @@ _TEMPORAL = {
     ("time-millis", "int"): (pa.time32("ms"), pa.int32()),
     ("time-micros", "long"): (pa.time64("us"), pa.int64()),
 }
-_MAX_DECIMAL_PRECISION = 76  # decimal256
+MAX_DECIMAL_PRECISION = 76  # decimal256
 _CACHE_LIMIT = 256
 _ARROW_ERRORS = (pa.ArrowException, ValueError, TypeError, OverflowError)
 
@@ -491,8 +491,8 @@ def _enum(symbols: list[str]) -> _Node:
 def _logical(schema: dict, base: _Node) -> _Node:
     """Overlay a logical type on the node of its underlying type; unknown or invalid ones are ignored."""
     logical, kind = schema.get("logicalType"), schema["type"]
-    if (logical, kind) in _TEMPORAL:
-        arrow, storage = _TEMPORAL[logical, kind]
+    if (logical, kind) in TEMPORAL:
+        arrow, storage = TEMPORAL[logical, kind]
         return dataclasses.replace(base, arrow=arrow, storage=storage)
     if logical == "decimal" and kind in ("bytes", "fixed"):
         return _decimal(schema, base)
@@ -502,7 +502,7 @@ def _logical(schema: dict, base: _Node) -> _Node:
 def _decimal(schema: dict, base: _Node) -> _Node:
     precision, scale, size = schema.get("precision"), schema.get("scale", 0), schema.get("size")
     if not (isinstance(precision, int) and isinstance(scale, int)
-            and 0 <= scale <= precision and 0 < precision <= _MAX_DECIMAL_PRECISION):
+            and 0 <= scale <= precision and 0 < precision <= MAX_DECIMAL_PRECISION):
         return base
     arrow = pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
     limit = 10**precision

@@ -65,10 +65,6 @@ _MARKER_SIZE = 8
 _PADDED_UNION = 3  # arrow-avro reads a 2-branch union with null without checking the index
 _PRIMITIVE_ZERO = {"null": b"", "boolean": b"\0", "int": b"\0", "long": b"\0", "float": bytes(4),
                    "double": bytes(8), "bytes": b"\0", "string": b"\0"}
-_TEMPORAL = {("timestamp-millis", "long"), ("timestamp-micros", "long"), ("local-timestamp-millis", "long"),
-             ("local-timestamp-micros", "long"), ("date", "int"), ("time-millis", "int"),
-             ("time-micros", "long")}
-_MAX_DECIMAL_PRECISION = 76
 
 
 def supports(schema: Any) -> bool:
@@ -298,12 +294,12 @@ class _Rewriter:
 def _logical(node: dict, kind: str) -> dict | None:
     """The logical type attributes to keep, as the reference reads them, or None."""
     logical = node.get("logicalType")
-    if (logical, kind) in _TEMPORAL:
+    if (logical, kind) in reference.TEMPORAL:
         return {"type": kind, "logicalType": logical}
     if logical == "decimal" and kind in ("bytes", "fixed"):
         precision, scale = node.get("precision"), node.get("scale", 0)
         if (isinstance(precision, int) and isinstance(scale, int)
-                and 0 <= scale <= precision and 0 < precision <= _MAX_DECIMAL_PRECISION):
+                and 0 <= scale <= precision and 0 < precision <= reference.MAX_DECIMAL_PRECISION):
             return {"type": kind, "logicalType": "decimal", "precision": precision, "scale": scale}
     return None
 

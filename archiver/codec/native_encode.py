@@ -70,10 +70,6 @@ __all__ = ["encode_rows", "supports"]
 _MARKER_SIZE = 8
 _SYNC_SIZE = 16
 _MIN_ROWS = 100  # below, the reference is as fast (the native path costs ~1.5 ms per batch)
-_TEMPORAL = {("timestamp-millis", "long"), ("timestamp-micros", "long"), ("local-timestamp-millis", "long"),
-             ("local-timestamp-micros", "long"), ("date", "int"), ("time-millis", "int"),
-             ("time-micros", "long")}
-_MAX_DECIMAL_PRECISION = 76
 
 
 def supports(schema: Any) -> bool:
@@ -196,7 +192,7 @@ class _Compiler:
         logical = schema.get("logicalType")
         if kind == "bytes" and _valid_decimal(schema):
             return _Site("decimal"), {"type": "bytes", **_decimal_attributes(schema)}
-        if (logical, kind) in _TEMPORAL or kind in ("int", "long"):
+        if (logical, kind) in reference.TEMPORAL or kind in ("int", "long"):
             return _Site("plain"), kind  # the writer writes the stored integer of a time as it is
         return _primitive(kind), kind  # uuid, duration and unknown logical types: the base type
 
@@ -253,7 +249,7 @@ def _valid_decimal(schema: dict) -> bool:
     """A decimal as the reference maps it (to a decimal Arrow type); others are their base type."""
     precision, scale = schema.get("precision"), schema.get("scale", 0)
     return (schema.get("logicalType") == "decimal" and isinstance(precision, int) and isinstance(scale, int)
-            and 0 <= scale <= precision and 0 < precision <= _MAX_DECIMAL_PRECISION)
+            and 0 <= scale <= precision and 0 < precision <= reference.MAX_DECIMAL_PRECISION)
 
 
 def _decimal_attributes(schema: dict) -> dict:
@@ -559,7 +555,7 @@ def _decimal(array: pa.Array, site: _Site, written: pa.Array | None) -> pa.Array
 
 def _wider_in_fastavro(decimal_type: pa.DataType) -> pa.Array:
     """The values -2^(8k-1) of the type: fastavro gives them k+1 bytes, minimal two's complement k."""
-    limit, context = 10**decimal_type.precision, Context(prec=_MAX_DECIMAL_PRECISION + 1)  # exact
+    limit, context = 10**decimal_type.precision, Context(prec=reference.MAX_DECIMAL_PRECISION + 1)  # exact
     values = [Decimal(-(2 ** (8 * k - 1))).scaleb(-decimal_type.scale, context) for k in range(1, 33)
               if 2 ** (8 * k - 1) < limit]
     return pa.array(values, decimal_type)

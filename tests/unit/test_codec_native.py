@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from archiver import demo
-from archiver.codec import arrow, native
+from archiver.codec import arrow, native, wire
 from archiver.errors import ConfigError
 
 HEADER = b"\x00\x00\x00\x00\x07"
@@ -33,14 +33,7 @@ EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 # --- a raw Avro encoder ----------------------------------------------------------------------
 
 
-def long(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+long = wire.avro_long
 
 
 def sized(data: bytes) -> bytes:
