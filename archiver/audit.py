@@ -17,11 +17,11 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import io
+import itertools
 import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -261,8 +261,8 @@ def _check_rows(topic: str, partition: int, file: FileEntry, partitions: np.ndar
                                     f"({int(offsets[row - 1])} then {int(offsets[row])})", "order"))
     else:
         bounds = np.cumsum([0, *key_ordered_groups])
-        spans = [(int(offsets[a:b].min()), int(offsets[a:b].max())) for a, b in zip(bounds, bounds[1:]) if b > a]
-        for group, (before, after) in enumerate(zip(spans, spans[1:]), start=1):
+        spans = [(int(offsets[a:b].min()), int(offsets[a:b].max())) for a, b in itertools.pairwise(bounds) if b > a]
+        for group, (before, after) in enumerate(itertools.pairwise(spans), start=1):
             if after[0] <= before[1]:
                 problems.append(Problem(topic, partition, where, f"row group {group} starts at offset {after[0]}, "
                                         f"not after row group {group - 1} (up to {before[1]})", "order"))
@@ -309,13 +309,6 @@ class SeenOffsets:
 # --- the audit --------------------------------------------------------------------------------
 
 
-@runtime_checkable
-class SizedListing(Protocol):
-    """A store whose listing carries object sizes; `--quick` compares them when the store offers it."""
-
-    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]: ...
-
-
 def verify(archive: Archive, topics: Iterable[str] | None = None, quick: bool = False,
            workers: int = 4) -> Report:
     """Audit `topics` (default: every archived topic) against the ledger; never raises for what it finds.
@@ -338,7 +331,7 @@ def _verify_topic(archive: Archive, topic: str, report: Report, quick: bool,
                   pool: concurrent.futures.Executor, workers: int) -> None:
     # Listing data before reading intents and then the ledger means an object uploaded
     # meanwhile is either absent from the listing or named by an intent or entry read later.
-    listed = _listing(archive.store, f"topic={topic}/")
+    listed = dict(archive.store.list_sizes(f"topic={topic}/"))
     in_flight = _intent_files(archive.store, topic)
     referenced: set[str] = set()
     report.topics += 1
@@ -359,13 +352,6 @@ def _verify_topic(archive: Archive, topic: str, report: Report, quick: bool,
     report.orphans += [Orphan(topic, key) for key in sorted(set(listed) - referenced - in_flight)]
 
 
-def _listing(store: ObjectStore, prefix: str) -> dict[str, int | None]:
-    """Keys under `prefix` with their sizes when the store's listing carries them."""
-    if isinstance(store, SizedListing):
-        return dict(store.list_sizes(prefix))
-    return dict.fromkeys(store.list(prefix))
-
-
 def _intent_files(store: ObjectStore, topic: str) -> set[str]:
     """Files named by intents: uploads in flight, or a crashed writer's that its successor deletes."""
     names: set[str] = set()
@@ -378,14 +364,14 @@ def _intent_files(store: ObjectStore, topic: str) -> set[str]:
 
 
 def _check_listed(store: ObjectStore, topic: str, partition: int, files: list[FileEntry],
-                  listed: dict[str, int | None]) -> list[Problem]:
-    """Existence (and size, when listed) of live files, from the listing alone."""
+                  listed: dict[str, int]) -> list[Problem]:
+    """Existence and size of live files, from the listing alone."""
     problems = []
     for f in files:
         if f.key not in listed and f.key not in store.list(f.key):  # committed after the listing?
             problems.append(Problem(topic, partition, f"file {f.key}", f"missing (offsets "
                                     f"{f.first_offset}..{f.last_offset}, {f.rows} rows)", "missing"))
-        elif listed.get(f.key) not in (None, f.bytes):
+        elif f.key in listed and listed[f.key] != f.bytes:
             problems.append(Problem(topic, partition, f"file {f.key}",
                                     f"{listed[f.key]} bytes, the ledger says {f.bytes}", "size"))
     return problems

@@ -151,7 +151,8 @@ def compact_partition(store: ObjectStore, topic: str, partition: int, settings: 
             if committed is not None:
                 report.seq = committed.seq
                 report.files_out, report.bytes_out = len(merged), sum(f.bytes for f in merged)
-                entries = list(ledger.entries())
+                # the ledger as garbage collection must see it; read again only if others wrote meanwhile
+                entries = entries + [committed] if committed.seq == entries[-1].seq + 1 else list(ledger.entries())
     if not dry_run:
         report.deleted_files = _collect_garbage(store, topic, partition, entries, settings, now())
     report.seconds = time.monotonic() - started

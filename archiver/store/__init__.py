@@ -35,6 +35,9 @@ class ObjectStore(Protocol):
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys under `prefix`, in lexicographic order."""
 
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """(key, bytes) of the objects under `prefix`, in lexicographic order."""
+
     def delete(self, key: str) -> None:
         """Remove `key`; deleting a missing key is not an error."""
 
