@@ -18,6 +18,9 @@ def test_put_get_list_delete(store):
     store.put("_ledger/topic=t/partition=0/00000000000000000001.json", b"{}")
     assert store.get("topic=t/dt=2026-11-24/a.parquet") == b"a" * 10
     assert list(store.list("topic=t/")) == ["topic=t/dt=2026-11-24/a.parquet", "topic=t/dt=2026-11-24/b.parquet"]
+    store.put("topic=t/dt=2026-11-24/b.parquet", b"b" * 7)
+    assert list(store.list_sizes("topic=t/")) == [("topic=t/dt=2026-11-24/a.parquet", 10),
+                                                  ("topic=t/dt=2026-11-24/b.parquet", 7)]
     store.delete("topic=t/dt=2026-11-24/a.parquet")
     with pytest.raises(NotFound):
         store.get("topic=t/dt=2026-11-24/a.parquet")

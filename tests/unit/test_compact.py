@@ -257,3 +257,14 @@ def pq_row_groups(archive: Archive, f: FileEntry) -> int:
     import pyarrow.parquet as pq
 
     return pq.ParquetFile(io.BytesIO(archive.store.get(f.key))).num_row_groups
+
+
+def test_a_compaction_that_keeps_its_intent_fresh_is_not_taken_for_a_crashed_one(store):
+    archived(store)
+    running = "topic=t/dt=2025-11-24/hour=16/key_bucket=00/t+0+00000000000000000000+0000000001-c00000000000000000009.parquet"
+    store.put(running, b"uploading")
+    store.put(layout.intent_key("t", 0, 9, 1, "compaction"),
+              json.dumps({"files": [running], "started_at": 100.0, "updated_at": 5000.0}).encode())
+    settings = compact.CompactSettings(stale_after_s=3600, min_files=99)
+    compact.compact(Archive(store), settings=settings, now=lambda: 5000.0 + 60)  # started long ago, updated now
+    assert store.get(running) == b"uploading"

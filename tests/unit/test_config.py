@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from archiver.config import KafkaSettings, RegistrySettings
+from archiver.config import KafkaSettings, RegistrySettings, load_run_settings
 from archiver.errors import ConfigError
 
 
@@ -76,3 +76,17 @@ def test_topics_or_pattern_and_archive_url_are_required():
         load_run_settings(None, _run_env(ARCHIVER_TOPICS=""))
     with pytest.raises(ConfigError, match="archive.url is not set"):
         load_run_settings(None, _run_env(ARCHIVER_ARCHIVE_URL=""))
+
+
+def test_commands_that_only_read_the_layout_need_no_connection_settings(tmp_path):
+    config = tmp_path / "archiver.toml"
+    config.write_text('[defaults]\nkey_buckets = 32\nvalue_format = "confluent"\n')
+    settings = load_run_settings(str(config), env={}, needs=frozenset())
+    assert settings.for_topic("t").key_buckets == 32 and settings.kafka.bootstrap_servers == ""
+    with pytest.raises(ConfigError, match="archive.url is not set"):
+        load_run_settings(str(config), env={}, needs=frozenset({"archive"}))
+    with pytest.raises(ConfigError, match="kafka.bootstrap_servers is not set"):
+        load_run_settings(str(config), env={"ARCHIVER_ARCHIVE_URL": "file:///a"}, needs=frozenset({"kafka"}))
+    with pytest.raises(ConfigError, match="schema_registry.url is not set"):
+        load_run_settings(str(config), env={"ARCHIVER_ARCHIVE_URL": "file:///a", "ARCHIVER_TOPICS": "t",
+                                            "ARCHIVER_KAFKA_BOOTSTRAP_SERVERS": "b:9092"})

@@ -12,6 +12,7 @@ def test_put_get_list_delete(tmp_path):
     store.put("_ledger/x.json", b"{}")
     assert store.get("topic=t/a.parquet") == b"1"
     assert list(store.list("topic=t/")) == ["topic=t/a.parquet", "topic=t/b.parquet"]
+    assert list(store.list_sizes("topic=t/")) == [("topic=t/a.parquet", 1), ("topic=t/b.parquet", 1)]
     store.delete("topic=t/a.parquet")
     store.delete("topic=t/a.parquet")
     with pytest.raises(NotFound):
