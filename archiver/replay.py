@@ -199,17 +199,13 @@ class Reader:
                 files = sorted((f for f in files if f.last_offset > done), key=lambda f: (f.first_offset, f.key))
                 if files:  # else replayed before the checkpoint
                     work.append((plan.partition, files, done))
-        downloads = _prefetched(self._download, [f for _, files, _ in work for f in files], DOWNLOADS_AHEAD)
+        downloads = _prefetched(lambda f: self.archive.store.get(f.key), [f for _, files, _ in work for f in files],
+                                DOWNLOADS_AHEAD)
         try:
             for partition, files, done in work:
                 yield from self._merged(partition, files, done, downloads)
         finally:
             downloads.close()
-
-    def _download(self, file: FileEntry) -> bytes:
-        data = self.archive.store.get(file.key)
-        self.bytes_read += len(data)
-        return data
 
     def _merged(self, partition: int, files: list[FileEntry], done: int,
                 downloads: Iterator[tuple[FileEntry, bytes]]) -> Iterator[Record]:
@@ -223,6 +219,7 @@ class Reader:
             while waiting and waiting[0].first_offset < high:
                 file, data = next(downloads)
                 assert file is waiting[0], "downloads out of order"
+                self.bytes_read += len(data)  # counted here, not in the download threads
                 cursor = _Cursor(waiting.pop(0), data)
                 schemas.update(cursor.schemas)
                 cursors.append(cursor)

@@ -200,7 +200,9 @@ def test_replay_merges_entries_in_offset_order_in_small_windows(store, monkeypat
     monkeypatch.setattr(replay, "WINDOW_OFFSETS", 7)  # many windows, files straddling them
     monkeypatch.setattr(replay, "BATCH_ROWS", 3)
     selection = replay.Selection("t")
-    records = list(replay.Reader(archive, selection).stream(replay.plan(archive, selection).partitions, {0: 9}))
+    reader = replay.Reader(archive, selection)
+    records = list(reader.stream(replay.plan(archive, selection).partitions, {0: 9}))
+    assert reader.bytes_read == sum(f.bytes for f in archive.files("t"))  # every file downloaded once
     assert [r.offset for r in records] == list(range(10, 120))
     assert all(r.key == str(r.offset % 7).encode() for r in records)
     assert all(r.value == wire.frame(1, wire.avro_long(r.offset)) for r in records)  # value n == offset
