@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from archiver import partitioner
 from archiver.config import KafkaSettings
@@ -113,7 +113,7 @@ class Publisher:
                                         "enable.idempotence": True, "queue.buffering.max.messages": 500_000}
         if transactional:
             conf["transactional.id"] = f"archiver-replay-{checkpoint.name}"
-        self.producer = Producer(conf)
+        self.producer = source_kafka.CheckedProducer(conf)
         if transactional:
             self.producer.init_transactions(60)  # fences an earlier run of the same replay
 

@@ -16,9 +16,28 @@ def admin(settings: KafkaSettings) -> AdminClient:
     return AdminClient(settings.client_config())
 
 
-def producer(settings: KafkaSettings, **extra: str | int) -> Producer:
+class CheckedProducer(Producer):
+    """A producer that remembers the messages librdkafka gave up on.
+
+    `flush()` returning 0 only says the queue is empty: a message that failed for good (too large
+    for the topic, timed out while the broker was away, not authorized) leaves it too, and only
+    its delivery report tells. Reports are asked for failures only
+    (`delivery.report.only.error`), so successful deliveries cost nothing; `flush` below raises
+    on any failure, before the caller treats the messages as written.
+    """
+
+    def __init__(self, conf: dict):
+        self.failures: list[str] = []
+        super().__init__(conf | {"delivery.report.only.error": True, "on_delivery": self._failed})
+
+    def _failed(self, error, message) -> None:
+        if error is not None:
+            self.failures.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
+
+
+def producer(settings: KafkaSettings, **extra: str | int) -> CheckedProducer:
     conf = settings.client_config() | {"linger.ms": 20, "compression.type": "lz4", "enable.idempotence": True}
-    return Producer(conf | extra)
+    return CheckedProducer(conf | extra)
 
 
 def list_topics(settings: KafkaSettings, timeout: float = 10.0) -> dict[str, int]:
@@ -49,10 +68,19 @@ def ensure_topic(settings: KafkaSettings, name: str, partitions: int, timeout: f
 
 
 def flush(producer: Producer, timeout: float = 60.0) -> None:
-    """Wait for every produced message to be acknowledged."""
+    """Wait for every produced message to be acknowledged.
+
+    Raises:
+        TransientError: messages are still queued after `timeout`.
+        TerminalError: a `CheckedProducer` lost messages for good (they are not retried: the
+            caller must not count them as written).
+    """
     remaining = producer.flush(timeout)
     if remaining:
         raise TransientError(f"{remaining} messages still unacknowledged after {timeout:.0f}s")
+    failures = getattr(producer, "failures", None)
+    if failures:
+        raise TerminalError(f"{len(failures)} message(s) not delivered, the first to {failures[0]}")
 
 
 def read_to_end(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> Iterator[Message]:

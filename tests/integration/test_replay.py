@@ -237,3 +237,30 @@ def test_a_progress_line_on_a_tty_and_a_json_summary_on_stdout(kafka, archive_en
     text = shown.decode()
     assert "\rreplayed " in text and "/1,501 records" in text and " MB, ETA " in text
     assert "replayed 1,501/1,501 records" in text  # the last update shows completion
+
+
+def allow_large_messages(kafka, topic: str) -> None:
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    resource = ConfigResource("topic", topic, incremental_configs=[
+        ConfigEntry("max.message.bytes", "1048588", incremental_operation=AlterConfigOpType.SET)])
+    client = source_kafka.admin(kafka)  # must outlive the future
+    client.incremental_alter_configs([resource])[resource].result(30)
+
+
+def test_records_the_target_refuses_fail_the_replay_and_are_not_checkpointed(kafka, archive_env, archived, unique):
+    target = f"{unique}-dst"
+    source_kafka.ensure_topic(kafka, target, 3, config={"max.message.bytes": "100"})  # every batch is larger
+    args = ["--topic", archived, "--to-topic", target, "--checkpoint", unique, "--checkpoint-every", "100"]
+
+    result = replay(archive_env, *args, check=False)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("archiver: error: ") and " not delivered, the first to " in error
+    assert "too large" in error
+    assert high_watermark(kafka, target) == 0
+
+    allow_large_messages(kafka, target)  # the operator fixes the topic and runs the same replay again
+    replay(archive_env, *args)
+    source = sorted(fingerprint(m) for m in messages(kafka, archived))
+    assert sorted(fingerprint(m) for m in messages(kafka, target)) == source  # nothing was skipped as done

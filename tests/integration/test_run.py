@@ -153,6 +153,31 @@ def test_poison_pills_go_to_the_dead_letter_topic_with_their_bytes(services, kaf
     assert (entry.start, entry.end, entry.dead_lettered) == (0, 43, 3)
 
 
+def test_a_dead_letter_the_broker_refuses_stops_the_daemon_and_commits_nothing_past_it(
+        services, kafka, registry, archive_env, unique):
+    from tests.integration.test_replay import allow_large_messages
+
+    demo.produce(kafka, registry, unique, 5, partitions=1, start_ms=START_MS, span_ms=1000)
+    producer = source_kafka.producer(kafka)
+    producer.produce(unique, b"\x07garbage", b"k", timestamp=START_MS)
+    source_kafka.flush(producer)
+    dlq = f"{unique}-dlq"
+    source_kafka.ensure_topic(kafka, dlq, 1, config={"max.message.bytes": "100"})  # smaller than the dead letter
+    env = archive_env | {"ARCHIVER_DLQ_TOPIC": dlq}
+
+    result = run_archiver(env, "--once", "--topics", unique, check=False)
+    assert result.returncode == 1
+    assert f"archiver: error: 1 message(s) not delivered, the first to {dlq}[0]: " in result.stderr
+    archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
+    assert all(e.end <= 5 for e in archive.entries(unique, 0) if e.kind == "commit")
+
+    allow_large_messages(kafka, dlq)
+    result = run_archiver(env, "--once", "--topics", unique)
+    assert "archived 5 records (1 dead-lettered) from 6 consumed" in result.stdout
+    assert [m.value() for m in source_kafka.read_to_end(kafka, dlq)] == [b"\x07garbage"]
+    assert_exactly_once(archive, unique, {0: set(range(5))})
+
+
 def test_on_decode_error_fail_stops_with_one_line_and_commits_nothing_past_it(services, kafka, registry,
                                                                             archive_env, unique):
     demo.produce(kafka, registry, unique, 5, partitions=1, start_ms=START_MS, span_ms=1000)
