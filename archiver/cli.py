@@ -1,9 +1,13 @@
-"""The `archiver` command line: parse, call one function, render. The only module that prints."""
+"""The `archiver` command line: parse, call one function, render. The only module that prints.
+
+Commands import what they use in their own bodies (and logging once they run), so that start-up
+(`archiver --help` included) pays only for the command that runs, not for pyarrow, duckdb, boto3
+or the Kafka and Schema Registry clients of every other one.
+"""
 
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 
 import click
@@ -41,6 +45,8 @@ def cli(verbose: int) -> None:
     Reads Avro topics (Confluent wire format + Schema Registry), writes Parquet partitioned by
     time and key to S3 with exactly-once guarantees, and replays archived records into Kafka.
     """
+    import logging
+
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -541,6 +547,8 @@ def query(sql, archive_url, config_path, topic, key, from_, to, where, fmt, outp
 
 
 def _configure_logging(fmt: str) -> None:
+    import logging
+
     root = logging.getLogger()
     if root.level > logging.INFO:
         root.setLevel(logging.INFO)

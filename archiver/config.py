@@ -356,7 +356,7 @@ def _typed(where: str, cls, values: dict) -> dict:
 
 def _int(value) -> int:
     if isinstance(value, bool):
-        raise ValueError(value)
+        raise TypeError(value)
     if isinstance(value, str):
         units = {"k": 1024, "m": 1024**2, "g": 1024**3}
         v = value.strip().lower().removesuffix("b")

@@ -6,6 +6,7 @@ server from RunSettings; handles rebalances, signals, pause/resume and the end o
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import signal
@@ -294,7 +295,7 @@ class Daemon:
         for (topic, partition), batch in by_partition.items():
             if (topic, partition) in self._paused:
                 continue  # re-fetched from the resume offset once the pending flush lands
-            self._guard(topic, partition, lambda: self.sink.ingest(topic, partition, batch))
+            self._guard(topic, partition, functools.partial(self.sink.ingest, topic, partition, batch))
 
     def _guard(self, topic: str, partition: int, action) -> None:
         """Run a sink action; pause the partition while the store fails, re-claim when fenced."""

@@ -33,10 +33,13 @@ tests compare both paths on random schemas and corrupt messages.
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
+import importlib.util
 import io
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,8 +55,29 @@ from archiver.codec.wire import HEADER_SIZE
 from archiver.codec.wire import avro_long as _long
 from archiver.errors import ConfigError
 
+
+def load_avro_rs():
+    """polars-avro's Rust extension (a private module: pinned by the tests, probed per schema).
+
+    Loaded without running polars_avro/__init__, which imports all of polars (~0.1 s of CPU at
+    every start) for a scan/sink API we do not use; the extension itself only speaks the Arrow C
+    interface. It is registered under its own name, so a later `import polars_avro` reuses it.
+    """
+    name = "polars_avro._avro_rs"
+    if "polars_avro" in sys.modules or name in sys.modules:
+        return importlib.import_module(name)
+    package = importlib.util.find_spec("polars_avro")
+    spec = package and importlib.machinery.PathFinder.find_spec(name, package.submodule_search_locations)
+    if spec is None:
+        raise ImportError(f"No module named {name!r}", name=name)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 try:
-    from polars_avro._avro_rs import AvroSource  # private: pinned by the tests, probed per schema
+    AvroSource = load_avro_rs().AvroSource
 except ImportError:  # pragma: no cover - without polars-avro every batch takes the reference path
     AvroSource = None
 

@@ -54,12 +54,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from archiver.codec import arrow as reference
+from archiver.codec.native import load_avro_rs
 from archiver.codec.plans import PlanCache
 from archiver.codec.wire import avro_long as _long
 from archiver.errors import ConfigError
 
 try:
-    from polars_avro._avro_rs import AvroBuffSink  # pinned by the tests, probed per schema
+    AvroBuffSink = load_avro_rs().AvroBuffSink  # pinned by the tests, probed per schema
 except ImportError:  # pragma: no cover - without polars-avro every batch takes the reference path
     AvroBuffSink = None
 
