@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,20 +20,33 @@ class Archive:
         self.store = store
 
     def topics(self) -> list[str]:
-        names = {re.match(r"_ledger/topic=([^/]+)/", k)[1] for k in self.store.list("_ledger/topic=")}
-        return sorted(names)
+        return [m[1] for m in self._distinct("_ledger/topic=", r"_ledger/topic=([^/]+)/")]
 
     def partitions(self, topic: str) -> list[int]:
-        found = {int(re.match(r".*/partition=(\d+)/", k)[1]) for k in self.store.list(f"_ledger/topic={topic}/")}
-        return sorted(found)
+        return sorted(int(m[1]) for m in self._distinct(f"_ledger/topic={topic}/", r".*/partition=(\d+)/"))
+
+    def _distinct(self, prefix: str, pattern: str) -> Iterator[re.Match]:
+        """The distinct matches of `pattern` among the keys under `prefix`: one listing request
+        per match, each starting after every key of the previous one ("~" sorts after the
+        characters of seqs, topic names and "partition=")."""
+        after = ""
+        while True:
+            key = next(iter(self.store.list(prefix, after)), None)
+            if key is None:
+                return
+            match = re.match(pattern, key)
+            yield match
+            after = match[0] + "~"
 
     def entries(self, topic: str, partition: int) -> list[Entry]:
-        """Committed entries of one partition, in sequence order (claims included)."""
+        """Committed entries of one partition, in sequence order (claims included): the whole
+        ledger, for audits; readers of the live entries go through checkpoints."""
         return list(PartitionLedger(self.store, topic, partition).entries())
 
     def live_entries(self, topic: str, partition: int) -> list[Entry]:
         """Commit (and compaction) entries in effect, in offset order: claims and replaced ones left out."""
-        return live_of(self.entries(topic, partition))
+        return PartitionLedger(self.store, topic, partition).view().live
+
 
     def files(self, topic: str, partition: int | None = None) -> Iterator[FileEntry]:
         """Every committed file of a topic (or one partition), in offset order per partition."""
@@ -49,12 +62,3 @@ class Archive:
         return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
 
 
-def live_of(entries: Iterable[Entry]) -> list[Entry]:
-    """The entries in effect among a ledger's entries (in seq order), sorted by offset."""
-    live: dict[int, Entry] = {}
-    for entry in entries:
-        for replaced in entry.replaces:
-            live.pop(replaced, None)
-        if entry.kind != "claim":
-            live[entry.seq] = entry
-    return sorted(live.values(), key=lambda e: e.start)

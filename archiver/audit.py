@@ -27,9 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from archiver import layout
 from archiver.archive import Archive
 from archiver.errors import ConfigError, NotFound
-from archiver.ledger import Entry, FileEntry
+from archiver.ledger import Checkpoint, Entry, FileEntry, PartitionLedger, live_of
 from archiver.store import ObjectStore
 from archiver.writer.parquet import ROW_ORDER_KEY
 
@@ -44,7 +45,8 @@ class Problem:
     partition: int
     where: str  # "offsets 10..19", "file <key>", "entry seq 7"
     what: str
-    kind: str  # gap | overlap | duplicate | missing | size | sha256 | unreadable | rows | partition | order | range | records
+    kind: str  # gap | overlap | duplicate | missing | size | sha256 | unreadable | rows | partition | order | range
+    #          | records | checkpoint
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}] {self.where}: {self.what}"
@@ -89,21 +91,25 @@ class Report:
 # --- reading the ledger once ----------------------------------------------------------------
 
 
-class _Entries(Archive):
-    """An Archive view over entries already read, so `live_entries` does not read the ledger again."""
-
-    def __init__(self, store: ObjectStore, entries: list[Entry]):
-        super().__init__(store)
-        self._entries = entries
-
-    def entries(self, topic: str, partition: int) -> list[Entry]:
-        return self._entries
-
-
 def read_ledger(archive: Archive, topic: str, partition: int) -> tuple[list[Entry], list[Entry]]:
-    """(every entry, the live ones) of a partition, reading its ledger once; `Archive` decides liveness."""
+    """(every entry, the live ones) of a partition, reading its whole ledger once."""
     entries = archive.entries(topic, partition)
-    return entries, _Entries(archive.store, entries).live_entries(topic, partition)
+    return entries, live_of(entries)
+
+
+def check_checkpoints(store: ObjectStore, topic: str, partition: int, entries: list[Entry]) -> list[Problem]:
+    """Each checkpoint must be what the entries up to its seq add up to."""
+    ledger = PartitionLedger(store, topic, partition)
+    problems = []
+    for seq in ledger.checkpoint_seqs():
+        try:
+            stored = Checkpoint.from_json(store.get(layout.checkpoint_key(topic, partition, seq)))
+        except NotFound:
+            continue
+        if stored != Checkpoint.of(seq, None, [e for e in entries if e.seq <= seq]):
+            problems.append(Problem(topic, partition, f"checkpoint seq {seq}", "disagrees with the ledger entries "
+                                    "up to it (status, replay and query read through it)", "checkpoint"))
+    return problems
 
 
 def offset_runs(offsets: Iterable[int]) -> list[tuple[int, int]]:
@@ -345,6 +351,7 @@ def _verify_topic(archive: Archive, topic: str, report: Report, quick: bool,
         report.rows += sum(f.rows for f in files)
         report.bytes += sum(f.bytes for f in files)
         report.problems += check_entries(topic, partition, live)
+        report.problems += check_checkpoints(archive.store, topic, partition, entries)
         if quick:
             report.problems += _check_listed(archive.store, topic, partition, files, listed)
         else:

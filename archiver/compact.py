@@ -43,9 +43,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archiver import layout
-from archiver.archive import Archive, live_of
+from archiver.archive import Archive
 from archiver.errors import ConfigError, NotFound, PreconditionFailed
-from archiver.ledger import Entry, FileEntry, PartitionLedger, writer_id
+from archiver.ledger import Entry, FileEntry, PartitionLedger, live_of, writer_id
 from archiver.store import ObjectStore
 from archiver.writer import parquet
 

@@ -132,6 +132,14 @@ def parse_ledger_key(key: str) -> tuple[str, int, int]:
     return m[1], int(m[2]), int(m[3])
 
 
+def checkpoint_prefix(topic: str, partition: int) -> str:
+    return f"_checkpoints/topic={topic}/partition={partition}/"
+
+
+def checkpoint_key(topic: str, partition: int, seq: int) -> str:
+    return f"{checkpoint_prefix(topic, partition)}{seq:020d}.json"
+
+
 def intent_prefix(topic: str, partition: int) -> str:
     return f"_intents/topic={topic}/partition={partition}/"
 

@@ -10,6 +10,7 @@ so it races safely with the live writer without fencing it). The archive, not Ka
 source of truth: an owner resumes at the end of the last committed range. See DESIGN.md.
 
     _intents/topic=T/partition=P/<seq>-<epoch>-compaction.json   files a compactor is about to upload
+    _checkpoints/topic=T/partition=P/<seq>.json   the live entries as of seq (see `Checkpoint`)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from archiver import layout
@@ -78,6 +79,61 @@ class Entry:
         return cls(**raw)
 
 
+def live_of(entries: Iterable[Entry]) -> list[Entry]:
+    """The entries in effect among a ledger's entries (in seq order), sorted by offset."""
+    live: dict[int, Entry] = {}
+    for entry in entries:
+        for replaced in entry.replaces:
+            live.pop(replaced, None)
+        if entry.kind != "claim":
+            live[entry.seq] = entry
+    return sorted(live.values(), key=lambda e: e.start)
+
+
+CHECKPOINT_EVERY = 100
+"""Seqs between ledger checkpoints: reading a ledger costs the entries since its last checkpoint."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What entries 1..seq add up to: the live ones, and when the newest commit among them was made.
+
+    Entries never change once written, so a checkpoint is a pure function of them: any writer
+    may write it, twice or concurrently, and readers take it instead of entries 1..seq.
+    """
+
+    seq: int
+    live: list[Entry]
+    last_commit_at: float | None
+
+    def to_json(self) -> bytes:
+        return json.dumps({"seq": self.seq, "live": [asdict(e) for e in self.live],
+                           "last_commit_at": self.last_commit_at}, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Checkpoint:
+        raw = json.loads(data)
+        return cls(raw["seq"], [Entry.from_json(json.dumps(e)) for e in raw["live"]], raw["last_commit_at"])
+
+    @classmethod
+    def of(cls, seq: int, base: Checkpoint | None, entries: list[Entry]) -> Checkpoint:
+        """The checkpoint at `seq` from the one before it and the entries after it, up to `seq`."""
+        live = sorted(base.live, key=lambda e: e.seq) if base else []
+        commits = [e.committed_at for e in entries if e.kind == "commit"]
+        last = commits[-1] if commits else (base.last_commit_at if base else None)
+        return cls(seq, live_of(live + entries), last)
+
+
+@dataclass
+class LedgerView:
+    """A partition's ledger as readers need it: the live entries, read through the last checkpoint."""
+
+    live: list[Entry]
+    last_commit_at: float | None
+    head_seq: int  # 0: no entry
+    read: int  # entries read (not counting the checkpoint's)
+
+
 def writer_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -95,18 +151,67 @@ class PartitionLedger:
         self.partition = partition
         self.head: Entry | None = None  # the newest entry this owner knows of
         self.epoch = 0
+        self.checkpointed = 0  # seq of the newest checkpoint this owner knows of
 
     # --- reading -------------------------------------------------------------------------
 
-    def entries(self) -> Iterator[Entry]:
-        """Every entry in sequence order."""
-        for key in self.store.list(layout.ledger_prefix(self.topic, self.partition)):
+    def entries(self, after: int = 0) -> Iterator[Entry]:
+        """Every entry in sequence order (those with a seq above `after` only, if given)."""
+        start = layout.ledger_key(self.topic, self.partition, after) if after else ""
+        for key in self.store.list(layout.ledger_prefix(self.topic, self.partition), start):
             yield Entry.from_json(self.store.get(key))
 
     def read_head(self) -> Entry | None:
-        """The newest entry, or None for a partition never archived."""
-        keys = list(self.store.list(layout.ledger_prefix(self.topic, self.partition)))
+        """The newest entry, or None for a partition never archived; lists the ledger from its
+        newest checkpoint on."""
+        seqs = self.checkpoint_seqs()
+        self.checkpointed = seqs[-1] if seqs else 0
+        start = layout.ledger_key(self.topic, self.partition, seqs[-1] - 1) if seqs else ""
+        keys = list(self.store.list(layout.ledger_prefix(self.topic, self.partition), start))
+        if not keys and start:  # the checkpointed entries were listed away: a broken ledger
+            keys = list(self.store.list(layout.ledger_prefix(self.topic, self.partition)))
         return Entry.from_json(self.store.get(keys[-1])) if keys else None
+
+    def checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint, or None."""
+        for seq in reversed(self.checkpoint_seqs()):
+            try:
+                return Checkpoint.from_json(self.store.get(layout.checkpoint_key(self.topic, self.partition, seq)))
+            except NotFound:  # pruned since the listing
+                continue
+        return None
+
+    def view(self) -> LedgerView:
+        """The live entries: the newest checkpoint's, updated with the entries after it."""
+        base = self.checkpoint()
+        after = list(self.entries(base.seq if base else 0))
+        top = Checkpoint.of(after[-1].seq if after else (base.seq if base else 0), base, after)
+        return LedgerView(top.live, top.last_commit_at, top.seq, len(after))
+
+    def checkpoint_due(self) -> bool:
+        """Whether the owner should write a checkpoint at its head now."""
+        return self.head is not None and self.head.seq - self.checkpointed >= CHECKPOINT_EVERY
+
+    def write_checkpoint(self, seq: int) -> Checkpoint | None:
+        """Write the checkpoint at `seq` (an entry this writer knows is committed) and prune older
+        ones but the last; None when the entries since the last checkpoint have a hole."""
+        base = self.checkpoint()
+        if base is not None and base.seq >= seq:
+            return base
+        entries = [e for e in self.entries(base.seq if base else 0) if e.seq <= seq]
+        if [e.seq for e in entries] != list(range((base.seq if base else 0) + 1, seq + 1)):
+            logger.warning("%s[%d]: no checkpoint at seq %d, the ledger has a hole before it",
+                           self.topic, self.partition, seq)
+            return None
+        checkpoint = Checkpoint.of(seq, base, entries)
+        self.store.put(layout.checkpoint_key(self.topic, self.partition, seq), checkpoint.to_json())
+        for old in self.checkpoint_seqs()[:-2]:
+            self.store.delete(layout.checkpoint_key(self.topic, self.partition, old))
+        return checkpoint
+
+    def checkpoint_seqs(self) -> list[int]:
+        prefix = layout.checkpoint_prefix(self.topic, self.partition)
+        return [int(key[len(prefix):].removesuffix(".json")) for key in self.store.list(prefix)]
 
     def next_offset(self) -> int | None:
         """Where the archive continues: the end of the last committed range, or None if unknown."""

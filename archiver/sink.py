@@ -413,10 +413,21 @@ class Sink:
                     entry.seq, entry.epoch, pending.reason.value)
         owned.pending = None
         buffer.reset()
+        if owned.ledger.checkpoint_due():  # reads up to CHECKPOINT_EVERY entries: off the poll loop
+            owned.ledger.checkpointed = entry.seq
+            self._pool.submit(self._checkpoint, owned.ledger, entry.seq)
         try:
             self._commit_offset(buffer.topic, buffer.partition, entry.end)
         except Exception as e:  # best effort: the ledger, not Kafka, decides where to resume
             logger.warning("Kafka offset commit for %s[%d] failed: %s", buffer.topic, buffer.partition, e)
+
+    @staticmethod
+    def _checkpoint(ledger: PartitionLedger, seq: int) -> None:
+        try:
+            ledger.write_checkpoint(seq)
+        except (TransientError, TerminalError) as e:  # readers fall back on more entries; the next one retries
+            logger.warning("ledger checkpoint of %s[%d] at seq %d not written: %s", ledger.topic, ledger.partition,
+                           seq, e)
 
     def _abandon(self, owned: Owned) -> None:
         """Fenced or failed for good: delete what this writer uploaded and forget the partition."""

@@ -22,10 +22,9 @@ from confluent_kafka.admin import OffsetSpec
 
 from archiver import layout
 from archiver.archive import Archive
-from archiver.audit import read_ledger
 from archiver.config import KafkaSettings, RunSettings, load_run_settings
 from archiver.errors import ConfigError, TransientError
-from archiver.ledger import Entry
+from archiver.ledger import Entry, PartitionLedger
 from archiver.source import kafka as source_kafka
 
 
@@ -115,15 +114,13 @@ def archived_ranges(live: list[Entry]) -> list[tuple[int, int]]:
     return runs
 
 
-def partition_status(topic: str, partition: int, entries: list[Entry], live: list[Entry],
+def partition_status(topic: str, partition: int, live: list[Entry], last_commit_at: float | None,
                      kafka: KafkaOffsets | None) -> PartitionStatus:
-    """Compare one partition's ledger with Kafka's offsets; alarms as defined in the module doc."""
-    commits = [e for e in entries if e.kind == "commit"]
+    """Compare one partition's live ledger entries with Kafka's offsets; alarms as defined in the module doc."""
     s = PartitionStatus(topic, partition, archived_ranges(live), kafka=kafka,
                         records=sum(e.records for e in live), files=sum(len(e.files) for e in live),
                         bytes=sum(f.bytes for e in live for f in e.files),
-                        dead_lettered=sum(e.dead_lettered for e in live),
-                        last_commit_at=max(commits, key=lambda e: e.seq).committed_at if commits else None)
+                        dead_lettered=sum(e.dead_lettered for e in live), last_commit_at=last_commit_at)
     for (_, end), (start, _) in zip(s.ranges, s.ranges[1:]):
         s.alarms.append(f"offsets {end}..{start - 1} are in no ledger entry (run archiver verify)")
     for entry in live:
@@ -217,8 +214,8 @@ def status(settings: RunSettings, archive: Archive, requested: Iterable[str] | N
     report = StatusReport(settings.group_id, [])
     for topic in topics:
         for partition in sorted(set(archive.partitions(topic)) | set(range(in_kafka.get(topic, 0)))):
-            entries, live = read_ledger(archive, topic, partition)
-            s = partition_status(topic, partition, entries, live, offsets.get((topic, partition)))
+            view = PartitionLedger(archive.store, topic, partition).view()
+            s = partition_status(topic, partition, view.live, view.last_commit_at, offsets.get((topic, partition)))
             if (topic, partition) not in offsets:
                 s.notes.append("topic not in Kafka" if topic not in in_kafka else "partition not in Kafka")
             report.partitions.append(s)

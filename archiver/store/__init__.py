@@ -32,11 +32,11 @@ class ObjectStore(Protocol):
     def get(self, key: str) -> bytes:
         """The object's bytes; `NotFound` if it does not exist."""
 
-    def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys under `prefix`, in lexicographic order."""
+    def list(self, prefix: str = "", start_after: str = "") -> Iterator[str]:
+        """Keys under `prefix`, in lexicographic order; only those after `start_after` if given."""
 
-    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
-        """(key, bytes) of the objects under `prefix`, in lexicographic order."""
+    def list_sizes(self, prefix: str = "", start_after: str = "") -> Iterator[tuple[str, int]]:
+        """(key, bytes) of the objects under `prefix` (after `start_after`), in lexicographic order."""
 
     def delete(self, key: str) -> None:
         """Remove `key`; deleting a missing key is not an error."""

@@ -54,20 +54,21 @@ class LocalStore:
         except FileNotFoundError:
             raise NotFound(f"get {self.url}{key}: no such object") from None
 
-    def list(self, prefix: str = "") -> Iterator[str]:
+    def list(self, prefix: str = "", start_after: str = "") -> Iterator[str]:
         keys = []
-        for dirpath, _, files in os.walk(self.root):
+        top = self.root / prefix.rpartition("/")[0]  # the deepest directory every match lies under
+        for dirpath, _, files in os.walk(top):
             for name in files:
                 if name.startswith(".tmp-"):
                     continue
                 key = Path(dirpath, name).relative_to(self.root).as_posix()
-                if key.startswith(prefix):
+                if key.startswith(prefix) and key > start_after:
                     keys.append(key)
         yield from sorted(keys)
 
-    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+    def list_sizes(self, prefix: str = "", start_after: str = "") -> Iterator[tuple[str, int]]:
         """(key, bytes) of every object under `prefix`, in key order."""
-        for key in self.list(prefix):
+        for key in self.list(prefix, start_after):
             try:
                 yield key, self._path(key).stat().st_size
             except FileNotFoundError:  # deleted since the walk

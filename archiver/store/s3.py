@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.handlers import set_list_objects_encoding_type_url
 
 from archiver.errors import NotFound, PreconditionFailed, TerminalError, TransientError
 
@@ -30,6 +31,12 @@ class S3Store:
         self._client = client or boto3.client(
             "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32)
         )
+        # botocore asks for URL-encoded keys in listings unless told otherwise; LocalStack 4.13
+        # then compares the encoded keys with StartAfter and continuation tokens and, for keys
+        # holding "=" (all of ours), answers every page after the first, and every StartAfter
+        # listing, with nothing. Archive keys are plain printable ASCII, which XML carries as it is.
+        self._client.meta.events.unregister("before-parameter-build.s3.ListObjectsV2",
+                                            set_list_objects_encoding_type_url)
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         extra = {"IfNoneMatch": "*"} if if_absent else {}
@@ -40,14 +47,15 @@ class S3Store:
         response = self._call("get", key, self._client.get_object, Bucket=self.bucket, Key=self.prefix + key)
         return response["Body"].read()
 
-    def list(self, prefix: str = "") -> Iterator[str]:
-        for key, _ in self.list_sizes(prefix):
+    def list(self, prefix: str = "", start_after: str = "") -> Iterator[str]:
+        for key, _ in self.list_sizes(prefix, start_after):
             yield key
 
-    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+    def list_sizes(self, prefix: str = "", start_after: str = "") -> Iterator[tuple[str, int]]:
         """(key, bytes) of every object under `prefix`, in key order (the listing carries sizes)."""
         paginator = self._client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+        after = {"StartAfter": self.prefix + start_after} if start_after else {}
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, **after)
         start = len(self.prefix)
         try:
             for page in pages:

@@ -37,3 +37,18 @@ def test_concurrent_conditional_puts_have_one_winner(store):
     winners = conditional_put_race(store, "_ledger/race.json")
     assert len(winners) == 1
     assert store.get("_ledger/race.json") == str(winners[0]).encode()
+
+
+def test_listings_of_more_than_a_page_and_after_a_key(store):
+    import concurrent.futures
+
+    from archiver import layout
+
+    keys = [layout.ledger_key("t", 0, seq) for seq in range(1, 1206)]  # 2 pages, "=" in every key
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: store.put(k, b"{}"), keys))
+    prefix = layout.ledger_prefix("t", 0)
+    assert list(store.list(prefix)) == keys
+    assert list(store.list(prefix, start_after=keys[999])) == keys[1000:]
+    assert list(store.list_sizes(prefix, start_after=keys[-2])) == [(keys[-1], 2)]
+    assert list(store.list(prefix, start_after=keys[-1])) == []

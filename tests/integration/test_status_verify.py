@@ -183,3 +183,46 @@ def test_records_retention_deleted_before_a_run_are_recorded_and_reported(servic
     assert f"{unique}[0] offsets 50..79: lost: 30 record(s) deleted by Kafka (retention)" in verify.stdout
     code, doc = status_json(archive_env, unique)
     assert code == 1 and any("records lost: offsets 50..79 (30)" in a for a in doc["alarms"])
+
+
+def test_a_long_ledger_is_read_through_its_checkpoint(services, kafka, registry, archive_env, unique, tmp_path):
+    from archiver.ledger import CHECKPOINT_EVERY, PartitionLedger
+    from tests.integration.test_run import START_MS, run_archiver, write_config
+
+    # blocks of 4 records, the writer schema changing from block to block: each change rotates,
+    # so one `run --once` commits well over CHECKPOINT_EVERY times
+    v2 = dict(demo.SCHEMA, fields=demo.SCHEMA["fields"] + [
+        {"name": "experiment", "type": ["null", "string"], "default": None}])
+    ids = [registry.register(f"{unique}-value", demo.SCHEMA), registry.register(f"{unique}-value", v2)]
+    source_kafka.ensure_topic(kafka, unique, 1)
+    producer = source_kafka.producer(kafka)
+    for i, e in enumerate(demo.events(1000, START_MS, 1000)):
+        v2_block = i // 4 % 2
+        value = demo.encode(e.value, ids[v2_block]) + b"\x00" * v2_block  # v2 appends a null "experiment"
+        producer.produce(unique, value, e.key, timestamp=e.timestamp_ms)
+    source_kafka.flush(producer)
+    env = archive_env | {"ARCHIVER_CONFIG": write_config(tmp_path, key_buckets=1)}
+    run_archiver(env, "--once", "--topics", unique)
+
+    store = open_store(env["ARCHIVER_ARCHIVE_URL"])
+    ledger = PartitionLedger(store, unique, 0)
+    everything = Archive(store).entries(unique, 0)
+    assert len(everything) > CHECKPOINT_EVERY
+    newest = len(everything) // CHECKPOINT_EVERY * CHECKPOINT_EVERY
+    assert ledger.checkpoint_seqs()[-1] == newest, [(e.seq, e.kind, e.writer) for e in everything[95:110]]
+    view = ledger.view()
+    assert view.read == len(everything) - newest  # the entries after the checkpoint, not all of them
+    assert view.live == [e for e in everything if e.kind == "commit"]
+    code, doc = status_json(env, unique)
+    assert code == 0 and doc["partitions"][0]["records"] == 1000
+    plan = json.loads(archiver(env, "replay", "--topic", unique, "--to-topic", unique, "--dry-run").stdout)
+    assert plan["records_at_most"] == 1000
+    assert archiver(env, "verify", "--topics", unique).returncode == 0
+
+    key = layout.checkpoint_key(unique, 0, newest)  # a checkpoint that lies is found out
+    doc = json.loads(store.get(key))
+    doc["live"] = doc["live"][1:]
+    store.put(key, json.dumps(doc).encode())
+    result = archiver(env, "verify", "--topics", unique)
+    assert result.returncode == 1
+    assert f"{unique}[0] checkpoint seq {newest}: disagrees with the ledger entries" in result.stdout

@@ -225,46 +225,50 @@ def commit(seq: int, start: int, end: int, records: int = 0, at: float = 0.0) ->
     return Entry(seq, 1, "commit", start, end, [], records=records, committed_at=at)
 
 
+def last_commit_at(entries: list[Entry]) -> float | None:
+    return max((e.committed_at for e in entries if e.kind == "commit"), default=None)
+
+
 def test_status_of_a_partition_archived_to_kafkas_end_is_healthy():
     entries = [commit(2, 0, 60, 60, at=100.0), commit(3, 60, 100, 40, at=200.0)]
-    s = partition_status(T, 0, entries, entries, KafkaOffsets(0, 100, 100))
+    s = partition_status(T, 0, entries, last_commit_at(entries), KafkaOffsets(0, 100, 100))
     assert (s.ranges, s.records, s.frontier, s.lag, s.lost, s.alarms) == ([(0, 100)], 100, 100, 0, None, [])
     assert s.last_commit_at == 200.0
 
 
 def test_status_reports_lag_without_alarm():
     entries = [commit(2, 0, 60)]
-    s = partition_status(T, 0, entries, entries, KafkaOffsets(0, 75, 60))
+    s = partition_status(T, 0, entries, last_commit_at(entries), KafkaOffsets(0, 75, 60))
     assert (s.lag, s.alarms) == (15, [])
 
 
 def test_retention_past_the_frontier_is_an_alarm_naming_the_lost_offsets():
     entries = [commit(2, 0, 60)]
-    s = partition_status(T, 0, entries, entries, KafkaOffsets(70, 90, 60))
+    s = partition_status(T, 0, entries, last_commit_at(entries), KafkaOffsets(70, 90, 60))
     assert s.lost == (60, 69) and s.lag == 20
     assert s.alarms == [("records lost: offsets 60..69 (10) were deleted from Kafka (log-start offset 70) "
                         "before they were archived")]
 
 
 def test_a_never_archived_partition_owes_the_whole_log_unless_the_group_committed():
-    trimmed = partition_status(T, 1, [], [], KafkaOffsets(5, 9, None))
+    trimmed = partition_status(T, 1, [], None, KafkaOffsets(5, 9, None))
     assert trimmed.notes == ["never archived"] and trimmed.lost == (0, 4) and trimmed.lag == 4
-    resumed = partition_status(T, 1, [], [], KafkaOffsets(5, 9, 6))
+    resumed = partition_status(T, 1, [], None, KafkaOffsets(5, 9, 6))
     assert (resumed.lost, resumed.lag, resumed.alarms) == (None, 3, [])
-    empty = partition_status(T, 1, [], [], KafkaOffsets(0, 0, None))
+    empty = partition_status(T, 1, [], None, KafkaOffsets(0, 0, None))
     assert empty.alarms == []
 
 
 def test_an_archive_ahead_of_kafka_or_with_a_hole_is_an_alarm():
     entries = [commit(2, 0, 60), commit(4, 70, 90)]
-    s = partition_status(T, 0, entries, entries, KafkaOffsets(0, 50, None))
+    s = partition_status(T, 0, entries, last_commit_at(entries), KafkaOffsets(0, 50, None))
     assert s.ranges == [(0, 60), (70, 90)]
     assert s.alarms[0] == "offsets 60..69 are in no ledger entry (run archiver verify)"
     assert s.alarms[1].startswith("archive frontier 90 is beyond Kafka's end offset 50")
 
 
 def test_status_without_kafka_data_has_no_alarm():
-    s = partition_status(T, 0, [commit(2, 0, 10)], [commit(2, 0, 10)], None)
+    s = partition_status(T, 0, [commit(2, 0, 10)], None, None)
     assert (s.lag, s.alarms) == (None, [])
 
 
@@ -293,8 +297,8 @@ def test_status_settings_need_neither_topics_nor_a_registry():
 def test_status_table_shows_ranges_alarms_and_a_summary():
     entries = [commit(2, 0, 60, 60, at=1_764_000_000.0)]
     report = status_mod.StatusReport("archiver", [
-        partition_status(T, 0, entries, entries, KafkaOffsets(70, 90, 60)),
-        partition_status(T, 1, [], [], KafkaOffsets(0, 0, None)),
+        partition_status(T, 0, entries, last_commit_at(entries), KafkaOffsets(70, 90, 60)),
+        partition_status(T, 1, [], None, KafkaOffsets(0, 0, None)),
     ])
     table = status_mod.render_table(report).splitlines()
     assert table[1].split() == [T, "0", "0..59", "60", "0", "0", "2025-11-24T16:00:00Z", "60", "70", "90", "20",

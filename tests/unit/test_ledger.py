@@ -1,10 +1,12 @@
 import dataclasses
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from archiver import layout
 from archiver.errors import NotFound
-from archiver.ledger import Entry, FencedError, FileEntry, PartitionLedger
+from archiver.ledger import Checkpoint, Entry, FencedError, FileEntry, PartitionLedger, live_of
 from archiver.store import open_store
 
 
@@ -144,3 +146,96 @@ def test_claim_leaves_compaction_intents_to_compactors(store):
     PartitionLedger(store, "t", 0).claim()
     assert store.get("topic=t/dt=x/merged.parquet") == b"data"
     assert list(store.list("_intents/")) == [key]
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+class Counting:
+    """A store that counts its requests."""
+
+    def __init__(self, store):
+        self.store, self.gets, self.lists = store, 0, 0
+
+    def get(self, key):
+        self.gets += 1
+        return self.store.get(key)
+
+    def list(self, prefix="", start_after=""):
+        self.lists += 1
+        return self.store.list(prefix, start_after)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["commit", "commit", "commit", "claim", "compact", "checkpoint"]), max_size=40))
+def test_a_view_through_checkpoints_is_the_whole_ledger(tmp_path_factory, steps):
+    store = open_store(f"file://{tmp_path_factory.mktemp('ledger')}")
+    ledger = PartitionLedger(store, "t", 0)
+    ledger.claim()
+    offset, at = 0, 0.0
+    for step in steps:
+        at += 1.0
+        if step == "commit":
+            entry = dataclasses.replace(commit_entry(ledger, offset, offset + 10, [f"f{offset}"]), committed_at=at)
+            ledger.commit(entry)
+            offset += 10
+        elif step == "claim":
+            ledger = PartitionLedger(store, "t", 0)
+            ledger.claim()
+        elif step == "compact":
+            live = live_of(ledger.entries())
+            if len(live) >= 2:
+                entry = compaction_entry(ledger.head, live[:2], [f"c{at}"])
+                store.put(layout.ledger_key("t", 0, entry.seq), entry.to_json(), if_absent=True)
+                ledger.read_head()
+                ledger.head = entry
+        else:
+            ledger.write_checkpoint(ledger.head.seq)
+        everything = list(ledger.entries())
+        view = ledger.view()
+        assert view.live == live_of(everything)
+        commits = [e.committed_at for e in everything if e.kind == "commit"]
+        assert view.last_commit_at == (commits[-1] if commits else None)
+        assert view.head_seq == everything[-1].seq
+        assert PartitionLedger(store, "t", 0).read_head() == everything[-1]
+
+
+def test_readers_read_only_the_entries_after_the_last_checkpoint(store):
+    ledger = PartitionLedger(store, "t", 0)
+    ledger.claim()
+    for i in range(250):
+        ledger.commit(commit_entry(ledger, i, i + 1, [f"f{i}"]))
+        if ledger.checkpoint_due():
+            ledger.write_checkpoint(ledger.head.seq)
+            ledger.checkpointed = ledger.head.seq
+    assert PartitionLedger(store, "t", 0).checkpoint_seqs() == [100, 200]  # older ones pruned
+    counting = Counting(store)
+    view = PartitionLedger(counting, "t", 0).view()
+    assert [e.start for e in view.live] == list(range(250))
+    assert (view.read, counting.gets) == (51, 52)  # the checkpoint, then seqs 201..251
+    head = PartitionLedger(counting, "t", 0).read_head()
+    assert head.seq == 251 and counting.gets == 53
+
+
+def test_no_checkpoint_is_written_over_a_hole(store):
+    ledger = PartitionLedger(store, "t", 0)
+    ledger.claim()
+    for i in range(3):
+        ledger.commit(commit_entry(ledger, i, i + 1))
+    store.delete(layout.ledger_key("t", 0, 2))
+    assert ledger.write_checkpoint(4) is None
+    assert ledger.checkpoint_seqs() == []
+
+
+def test_a_checkpoint_round_trips_and_is_a_function_of_the_entries(store):
+    ledger = PartitionLedger(store, "t", 0)
+    ledger.claim()
+    for i in range(5):
+        ledger.commit(dataclasses.replace(commit_entry(ledger, i, i + 1, ["k"]), committed_at=float(i)))
+    written = ledger.write_checkpoint(6)
+    assert Checkpoint.from_json(written.to_json()) == written
+    assert written == Checkpoint.of(6, None, list(ledger.entries()))
+    assert written.last_commit_at == 4.0 and [e.seq for e in written.live] == [2, 3, 4, 5, 6]
