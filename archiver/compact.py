@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from archiver import layout
 from archiver.archive import Archive
 from archiver.errors import ConfigError, NotFound, PreconditionFailed
-from archiver.ledger import Entry, FileEntry, PartitionLedger, live_of, writer_id
+from archiver.ledger import Entry, FileEntry, PartitionLedger, writer_id
 from archiver.store import ObjectStore
 from archiver.writer import parquet
 
@@ -138,8 +138,8 @@ def compact_partition(store: ObjectStore, topic: str, partition: int, settings: 
     ledger = PartitionLedger(store, topic, partition)
     if not dry_run:
         report.removed_stale = _remove_stale(ledger, settings, now())
-    entries = list(ledger.entries())
-    plan = _plan(entries, settings, now())
+    view = ledger.view()
+    plan = _plan(view.live, settings, now())
     if plan is not None:
         run, merge = plan
         report.directories = len(merge)
@@ -147,14 +147,12 @@ def compact_partition(store: ObjectStore, topic: str, partition: int, settings: 
         report.bytes_in = sum(f.bytes for files in merge.values() for f in files)
         report.replaced_entries = len(run)
         if not dry_run:
-            committed, merged = _Compaction(store, ledger, entries[-1], run, merge, settings, now).execute()
+            committed, merged = _Compaction(store, ledger, view.head, run, merge, settings, now).execute()
             if committed is not None:
                 report.seq = committed.seq
                 report.files_out, report.bytes_out = len(merged), sum(f.bytes for f in merged)
-                # the ledger as garbage collection must see it; read again only if others wrote meanwhile
-                entries = entries + [committed] if committed.seq == entries[-1].seq + 1 else list(ledger.entries())
     if not dry_run:
-        report.deleted_files = _collect_garbage(store, topic, partition, entries, settings, now())
+        report.deleted_files = _collect_garbage(ledger, settings, now())
     report.seconds = time.monotonic() - started
     return report
 
@@ -202,7 +200,7 @@ def time_partition_end(directories: str) -> float | None:
     return start + 3600 if minute is None else start + int(minute) * 60 + 60
 
 
-def _plan(entries: list[Entry], settings: CompactSettings, now: float
+def _plan(live: list[Entry], settings: CompactSettings, now: float
           ) -> tuple[list[Entry], dict[str, list[FileEntry]]] | None:
     """The run of live entries to replace and, per directory, the files to merge.
 
@@ -216,7 +214,6 @@ def _plan(entries: list[Entry], settings: CompactSettings, now: float
     the run goes from the first to the last entry holding files to merge, carrying the small
     files of open directories: compaction still happens, and its entry grows with history.
     """
-    live = live_of(entries)
     small = settings.target_bytes // 2
 
     def closed(directories: str) -> bool:
@@ -308,13 +305,13 @@ class _Compaction:
             try:
                 self.store.put(layout.ledger_key(topic, partition, entry.seq), entry.to_json(), if_absent=True)
             except PreconditionFailed:
-                entries = list(self.ledger.entries())
-                live = {e.seq for e in live_of(entries)}
+                view = self.ledger.view()
+                live = {e.seq for e in view.live}
                 if not all(e.seq in live for e in self.run):
                     logger.warning("compaction of %s[%d] lost its run to another compaction; discarded",
                                    topic, partition)
                     return None
-                head = entries[-1]
+                head = view.head
                 entry = dataclasses.replace(entry, seq=head.seq + 1, epoch=head.epoch, frontier=head.next_offset)
                 continue
             logger.info("compacted %s[%d]: %d file(s) in %d director(y/ies) → seq %d, replacing %d entr(y/ies)",
@@ -455,29 +452,40 @@ def _remove_stale(ledger: PartitionLedger, settings: CompactSettings, now: float
     return removed
 
 
-def _collect_garbage(store: ObjectStore, topic: str, partition: int, entries: list[Entry],
-                     settings: CompactSettings, now: float) -> int:
-    """Delete files of entries replaced at least `grace_s` ago that no live entry still names.
+def _collect_garbage(ledger: PartitionLedger, settings: CompactSettings, now: float) -> int:
+    """Delete the files of entries replaced by compactions at least `grace_s` old that no live
+    entry still names.
 
-    A marker object remembers which replaced entries were collected, so each file is deleted once.
+    Compactions are collected in seq order, stopping at the first one still in its grace period;
+    a marker object remembers the seq everything up to which was collected, so a run reads only
+    the entries after it, and the entries they replaced.
     """
+    store, topic, partition = ledger.store, ledger.topic, ledger.partition
     marker = _GC_MARKER.format(topic=topic, partition=partition)
     try:
-        collected = set(json.loads(store.get(marker))["collected"])
+        collected_through = through = json.loads(store.get(marker)).get("through", 0)  # older markers: start over
     except NotFound:
-        collected = set()
-    live_keys = {f.key for e in live_of(entries) for f in e.files}
-    by_seq = {e.seq: e for e in entries}
-    due = sorted(seq for e in entries if e.committed_at + settings.grace_s <= now
-                 for seq in e.replaces if seq not in collected and seq in by_seq)
-    doomed = [f.key for seq in due for f in by_seq[seq].files if f.key not in live_keys]
+        collected_through = through = 0
+    live_keys: set[str] | None = None
+    doomed: list[str] = []
+    for entry in ledger.entries(through):
+        if entry.kind == "compaction":
+            if entry.committed_at + settings.grace_s > now:
+                break
+            if live_keys is None:
+                live_keys = {f.key for e in ledger.view().live for f in e.files}
+            for seq in entry.replaces:
+                try:
+                    replaced = Entry.from_json(store.get(layout.ledger_key(topic, partition, seq)))
+                except NotFound:
+                    continue
+                doomed += [f.key for f in replaced.files if f.key not in live_keys]
+        through = entry.seq
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(store.delete, doomed))
-    deleted = len(doomed)
-    collected.update(due)
-    if due:
-        store.put(marker, json.dumps({"collected": sorted(collected)}).encode())
-    return deleted
+    if through != collected_through:
+        store.put(marker, json.dumps({"through": through}).encode())
+    return len(doomed)
 
 
 # --- on a schedule, inside the daemon --------------------------------------------------------

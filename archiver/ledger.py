@@ -130,7 +130,7 @@ class LedgerView:
 
     live: list[Entry]
     last_commit_at: float | None
-    head_seq: int  # 0: no entry
+    head: Entry | None  # the newest entry, any kind; None: no entry
     read: int  # entries read (not counting the checkpoint's)
 
 
@@ -185,8 +185,12 @@ class PartitionLedger:
         """The live entries: the newest checkpoint's, updated with the entries after it."""
         base = self.checkpoint()
         after = list(self.entries(base.seq if base else 0))
-        top = Checkpoint.of(after[-1].seq if after else (base.seq if base else 0), base, after)
-        return LedgerView(top.live, top.last_commit_at, top.seq, len(after))
+        if after:
+            head = after[-1]
+        else:
+            head = Entry.from_json(self.store.get(layout.ledger_key(self.topic, self.partition, base.seq))) if base else None
+        top = Checkpoint.of(head.seq if head else 0, base, after)
+        return LedgerView(top.live, top.last_commit_at, head, len(after))
 
     def checkpoint_due(self) -> bool:
         """Whether the owner should write a checkpoint at its head now."""

@@ -132,6 +132,42 @@ def test_the_grace_period_keeps_replaced_files_until_it_passes(store):
     assert set(store.list("topic=t/")).isdisjoint(old)
 
 
+def test_garbage_collection_reads_only_the_ledger_after_its_marker(store):
+    from tests.unit.test_ledger import Counting
+
+    ledger = archived(store)
+    archive = Archive(store)
+    now = T0 / 1000 + 10 * 86_400
+    settings = compact.CompactSettings(grace_s=600)
+    compact.compact(archive, settings=settings, now=lambda: now)  # seq 6 replaces seqs 2..5
+    for i in range(4, 30):  # 26 more commits, all of hours long closed
+        ledger.read_head()
+        commit(store, ledger, i * 50, (i + 1) * 50, hours=1, first_hour=5)
+    counting = Counting(store)
+    report = compact.compact(Archive(counting), settings=compact.CompactSettings(grace_s=600, min_files=99),
+                             now=lambda: now + 601)
+    assert report.totals()["deleted_files"] == 8  # the files seqs 2..5 held
+    gets = counting.gets
+    assert json.loads(store.get("_gc/topic=t/partition=0.json")) == {"through": 32}
+
+    ledger.write_checkpoint(32)  # as the live writer does every 100 seqs
+    counting.gets = 0  # the next run plans from the checkpoint and collects from the marker
+    compact.compact(Archive(counting), settings=compact.CompactSettings(grace_s=600, min_files=99),
+                    now=lambda: now + 602)
+    assert gets > 32 and counting.gets == 3  # the checkpoint, the head entry and the GC marker
+
+
+def test_a_marker_of_the_older_format_makes_one_full_pass(store):
+    archived(store)
+    archive = Archive(store)
+    compact.compact(archive, settings=compact.CompactSettings(grace_s=3600), now=lambda: T0 / 1000 + 86_400)
+    store.put("_gc/topic=t/partition=0.json", json.dumps({"collected": []}).encode())
+    report = compact.compact(archive, settings=compact.CompactSettings(grace_s=3600, min_files=99),
+                             now=lambda: T0 / 1000 + 86_400 + 3600)
+    assert report.totals()["deleted_files"] == 8
+    assert json.loads(store.get("_gc/topic=t/partition=0.json")) == {"through": 6}
+
+
 def test_a_crashed_compaction_is_cleaned_up_once_stale(store):
     archived(store)
     orphan = "topic=t/dt=2025-11-24/hour=16/key_bucket=00/t+0+00000000000000000000+0000000001-c00000000000000000009.parquet"

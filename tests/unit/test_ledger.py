@@ -199,7 +199,7 @@ def test_a_view_through_checkpoints_is_the_whole_ledger(tmp_path_factory, steps)
         assert view.live == live_of(everything)
         commits = [e.committed_at for e in everything if e.kind == "commit"]
         assert view.last_commit_at == (commits[-1] if commits else None)
-        assert view.head_seq == everything[-1].seq
+        assert view.head == everything[-1]
         assert PartitionLedger(store, "t", 0).read_head() == everything[-1]
 
 
