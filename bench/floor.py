@@ -41,7 +41,7 @@ import uuid
 
 import boto3
 import pyarrow as pa
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from archiver.archive import Archive
 from archiver.codec import native, native_encode, wire
@@ -169,9 +169,9 @@ def replay(args, s3, bucket: str) -> dict[str, float]:
     kafka = KafkaSettings.from_env()
     target = f"floor-{uuid.uuid4().hex[:8]}"
     source_kafka.ensure_topic(kafka, target, 6)
-    producer = Producer(kafka.client_config() | {"linger.ms": 20, "compression.type": "lz4",
-                                                 "enable.idempotence": True, "batch.size": 1_000_000,
-                                                 "queue.buffering.max.messages": 2_000_000})
+    producer = source_kafka.CheckedProducer(kafka.client_config() | {  # as replay's: failures reported only
+        "linger.ms": 20, "compression.type": "lz4", "enable.idempotence": True, "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 2_000_000})
     partitions = [t["_kafka_partition"].to_pylist() for t in tables]
     thread = {}
 
@@ -187,7 +187,7 @@ def replay(args, s3, bucket: str) -> dict[str, float]:
                     except BufferError:
                         producer.poll(0.05)
                 i += 1
-        producer.flush(300)
+        source_kafka.flush(producer, 300)
         thread["produce (thread)"] = time.thread_time() - started
 
     stage("produce", produce)
