@@ -74,9 +74,11 @@ class Entry:
 
     @classmethod
     def from_json(cls, data: bytes) -> Entry:
-        raw = json.loads(data)
-        raw["files"] = [FileEntry(**f) for f in raw.get("files", [])]
-        return cls(**raw)
+        return cls.from_dict(json.loads(data))
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Entry:
+        return cls(**raw | {"files": [FileEntry(**f) for f in raw.get("files", [])]})
 
 
 def live_of(entries: Iterable[Entry]) -> list[Entry]:
@@ -113,7 +115,7 @@ class Checkpoint:
     @classmethod
     def from_json(cls, data: bytes) -> Checkpoint:
         raw = json.loads(data)
-        return cls(raw["seq"], [Entry.from_json(json.dumps(e)) for e in raw["live"]], raw["last_commit_at"])
+        return cls(raw["seq"], [Entry.from_dict(e) for e in raw["live"]], raw["last_commit_at"])
 
     @classmethod
     def of(cls, seq: int, base: Checkpoint | None, entries: list[Entry]) -> Checkpoint:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import io
+import itertools
 import json
 import operator
 import re
@@ -44,7 +45,7 @@ def parse_time(text: str, now_ms: int, option: str) -> int:
     if relative:
         return now_ms - int(float(relative[1]) * _UNIT_MS[relative[2]])
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text)  # "Z" included, since Python 3.11
     except ValueError:
         raise ConfigError(f"{option}: {text!r} is not an ISO-8601 time, 'now' or a relative time such as -2h") from None
     if parsed.tzinfo is None:
@@ -91,9 +92,7 @@ class Selection:
                 return False
         if self.start_ms is not None and f.max_timestamp is not None and f.max_timestamp < self.start_ms:
             return False
-        if self.end_ms is not None and f.min_timestamp is not None and f.min_timestamp >= self.end_ms:
-            return False
-        return True
+        return not (self.end_ms is not None and f.min_timestamp is not None and f.min_timestamp >= self.end_ms)
 
 
 @dataclass
@@ -358,7 +357,7 @@ def _header_lists(column: pa.ChunkedArray) -> list[list[tuple[str, bytes]]]:
     bounds = [o - start for o in array.offsets.to_pylist()]
     entries = array.values.slice(start, bounds[-1])
     pairs = list(zip(entries.field("key").to_pylist(), entries.field("value").to_pylist()))
-    return [pairs[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [pairs[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def _encode_values(table: pa.Table, schemas: dict[int, str]) -> list[bytes | None]:

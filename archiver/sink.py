@@ -418,7 +418,7 @@ class Sink:
             self._pool.submit(self._checkpoint, owned.ledger, entry.seq)
         try:
             self._commit_offset(buffer.topic, buffer.partition, entry.end)
-        except Exception as e:  # best effort: the ledger, not Kafka, decides where to resume
+        except Exception as e:  # noqa: BLE001 - best effort: the ledger, not Kafka, decides where to resume
             logger.warning("Kafka offset commit for %s[%d] failed: %s", buffer.topic, buffer.partition, e)
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""Checks every ObjectStore must pass, shared by the local-filesystem and the real-S3 tests."""
+"""Store helpers shared by tests: checks every ObjectStore must pass (local filesystem and real S3),
+and a store wrapper that counts requests."""
 
 import threading
 
@@ -22,3 +23,21 @@ def conditional_put_race(store, key: str, writers: int = 8) -> list[int]:
     for t in threads:
         t.join()
     return winners
+
+
+class Counting:
+    """A store that counts its requests."""
+
+    def __init__(self, store):
+        self.store, self.gets, self.lists = store, 0, 0
+
+    def get(self, key):
+        self.gets += 1
+        return self.store.get(key)
+
+    def list(self, prefix="", start_after=""):
+        self.lists += 1
+        return self.store.list(prefix, start_after)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)

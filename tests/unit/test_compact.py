@@ -17,6 +17,7 @@ from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry, PartitionLedger
 from archiver.store import open_store
 from archiver.writer import parquet
+from tests.store_checks import Counting
 
 HOUR_MS = 3_600_000
 T0 = 1_764_000_000_000 - 1_764_000_000_000 % HOUR_MS  # an hour boundary in 2025: long closed
@@ -133,8 +134,6 @@ def test_the_grace_period_keeps_replaced_files_until_it_passes(store):
 
 
 def test_garbage_collection_reads_only_the_ledger_after_its_marker(store):
-    from tests.unit.test_ledger import Counting
-
     ledger = archived(store)
     archive = Archive(store)
     now = T0 / 1000 + 10 * 86_400

@@ -8,6 +8,7 @@ from archiver import layout
 from archiver.errors import NotFound
 from archiver.ledger import Checkpoint, Entry, FencedError, FileEntry, PartitionLedger, live_of
 from archiver.store import open_store
+from tests.store_checks import Counting
 
 
 @pytest.fixture
@@ -149,24 +150,6 @@ def test_claim_leaves_compaction_intents_to_compactors(store):
 
 
 # --- checkpoints ------------------------------------------------------------------------------
-
-
-class Counting:
-    """A store that counts its requests."""
-
-    def __init__(self, store):
-        self.store, self.gets, self.lists = store, 0, 0
-
-    def get(self, key):
-        self.gets += 1
-        return self.store.get(key)
-
-    def list(self, prefix="", start_after=""):
-        self.lists += 1
-        return self.store.list(prefix, start_after)
-
-    def __getattr__(self, name):
-        return getattr(self.store, name)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
