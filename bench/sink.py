@@ -34,24 +34,23 @@ ARCHIVER = str(Path(sys.executable).parent / "archiver")
 
 
 def produce(topic: str, records: int, partitions: int, end_ms: int | None = None) -> int:
-    """Produce `records` demo events (a pool of distinct events, cycled) over the 3 hours before
-    `end_ms` (default: now); returns raw Avro bytes."""
+    """Produce `records` distinct demo events, in time order, over the 3 hours before `end_ms`
+    (default: now); returns raw Avro bytes. Every event is new: repeating a pool of events would
+    let Parquet compress the repeats, and flatter the archive size."""
     kafka = KafkaSettings.from_env()
     with Registry(RegistrySettings.from_env()) as registry:
         source_kafka.ensure_topic(kafka, topic, partitions)
         schema_id = registry.register(f"{topic}-value", demo.SCHEMA)
     span = 3 * 3600_000
     start = (end_ms or int(time.time() * 1000)) - span
-    pool = [(e.key, demo.encode(e.value, schema_id), e.headers, e.timestamp_ms)
-            for e in demo.events(min(records, 100_000), start, span)]
     producer = source_kafka.producer(kafka, **{"linger.ms": 50, "batch.size": 1_000_000,
                                                "queue.buffering.max.messages": 2_000_000})
     raw = 0
-    for i in range(records):
-        key, value, headers, ts = pool[i % len(pool)]
+    for i, event in enumerate(demo.events(records, start, span)):
+        value = demo.encode(event.value, schema_id)
         while True:
             try:
-                producer.produce(topic, value, key, headers=headers, timestamp=ts)
+                producer.produce(topic, value, event.key, headers=event.headers, timestamp=event.timestamp_ms)
                 break
             except BufferError:
                 producer.poll(0.05)
