@@ -47,7 +47,6 @@ class Archive:
         """Commit (and compaction) entries in effect, in offset order: claims and replaced ones left out."""
         return PartitionLedger(self.store, topic, partition).view().live
 
-
     def files(self, topic: str, partition: int | None = None) -> Iterator[FileEntry]:
         """Every committed file of a topic (or one partition), in offset order per partition."""
         for p in ([partition] if partition is not None else self.partitions(topic)):
@@ -60,5 +59,3 @@ class Archive:
     def read_topic(self, topic: str) -> pa.Table:
         tables = [self.read(f) for f in self.files(topic)]
         return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
-
-

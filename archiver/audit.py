@@ -27,7 +27,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archiver import layout
 from archiver.archive import Archive
 from archiver.errors import ConfigError, NotFound
 from archiver.ledger import Checkpoint, Entry, FileEntry, PartitionLedger, live_of
@@ -103,7 +102,7 @@ def check_checkpoints(store: ObjectStore, topic: str, partition: int, entries: l
     problems = []
     for seq in ledger.checkpoint_seqs():
         try:
-            stored = Checkpoint.from_json(store.get(layout.checkpoint_key(topic, partition, seq)))
+            stored = ledger.read_checkpoint(seq)
         except NotFound:
             continue
         if stored != Checkpoint.of(seq, None, [e for e in entries if e.seq <= seq]):

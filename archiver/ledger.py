@@ -178,10 +178,13 @@ class PartitionLedger:
         """The newest checkpoint, or None."""
         for seq in reversed(self.checkpoint_seqs()):
             try:
-                return Checkpoint.from_json(self.store.get(layout.checkpoint_key(self.topic, self.partition, seq)))
+                return self.read_checkpoint(seq)
             except NotFound:  # pruned since the listing
                 continue
         return None
+
+    def read_checkpoint(self, seq: int) -> Checkpoint:
+        return Checkpoint.from_json(self.store.get(layout.checkpoint_key(self.topic, self.partition, seq)))
 
     def view(self) -> LedgerView:
         """The live entries: the newest checkpoint's, updated with the entries after it."""
