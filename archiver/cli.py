@@ -172,23 +172,45 @@ def _load(config_path, **flags):
 @cli.command()
 @_run_options
 @click.option("--once", is_flag=True, help="Archive up to the end offsets seen at start, commit and exit.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="The --once summary as a line of text or one JSON document.")
 @_one_line_errors
-def run(config_path, once, **flags):
+def run(config_path, once, fmt, **flags):
     """Archive topics to Parquet in S3 (or file://), exactly once.
 
-    Streams until SIGTERM/SIGINT (flush, commit, exit 0), or with --once runs as a batch job.
+    Streams until SIGTERM/SIGINT (flush, commit, exit 0; 130 after SIGINT), or with --once runs as
+    a batch job (exit 1 when records were lost to retention before they could be archived).
     """
+    import signal
+
     from archiver.daemon import Daemon
 
     settings = _load(config_path, **flags)
     _configure_logging(settings.log_format)
-    summary = Daemon(settings, once=once).run()
+    daemon = Daemon(settings, once=once)
+    summary = daemon.run()
     if once:
-        rate = summary.records_in / summary.seconds if summary.seconds else 0.0
-        click.echo(f"archived {summary.records_out} records ({summary.dead_lettered} dead-lettered) from "
-                   f"{summary.records_in} consumed into {summary.files} files in {summary.commits} commits; "
-                   f"{summary.bytes_in / 1e6:.1f} MB Avro -> {summary.bytes_out / 1e6:.1f} MB Parquet; "
-                   f"{summary.seconds:.1f}s, {rate:,.0f} records/s")
+        _once_summary(summary, fmt)
+    if daemon.stopped_by == signal.SIGINT:
+        sys.exit(130)
+    if once and summary.lost:
+        sys.exit(1)
+
+
+def _once_summary(summary, fmt: str) -> None:
+    import json
+
+    if fmt == "json":
+        click.echo(json.dumps(_plain(summary)))
+        return
+    rate = summary.records_in / summary.seconds if summary.seconds else 0.0
+    click.echo(f"archived {summary.records_out} records ({summary.dead_lettered} dead-lettered) from "
+               f"{summary.records_in} consumed into {summary.files} files in {summary.commits} commits; "
+               f"{summary.bytes_in / 1e6:.1f} MB Avro -> {summary.bytes_out / 1e6:.1f} MB Parquet; "
+               f"{summary.seconds:.1f}s, {rate:,.0f} records/s")
+    if summary.lost:
+        click.echo(f"archiver: error: {summary.lost} records were deleted by Kafka (retention) before they could "
+                   "be archived; `archiver status` lists the ranges", err=True)
 
 
 @cli.command("config")

@@ -189,7 +189,19 @@ class RunSettings:
     on_decode_error: str = "dlq"
     """dlq (send undecodable records to dlq_topic) or fail (stop with the reason) (ARCHIVER_ON_DECODE_ERROR)."""
     dlq_topic: str = "archiver.dlq"
-    """Dead-letter topic (ARCHIVER_DLQ_TOPIC)."""
+    """Dead-letter topic (ARCHIVER_DLQ_TOPIC). Checked at start-up, before anything is consumed."""
+    dlq_create: bool = True
+    """Create the dead-letter topic at start-up when it is missing; when off (or the broker refuses),
+    a missing topic stops `run` before it consumes anything (ARCHIVER_DLQ_CREATE)."""
+    dlq_partitions: int = -1
+    """Partitions of a created dead-letter topic; -1 takes the broker's num.partitions (ARCHIVER_DLQ_PARTITIONS)."""
+    dlq_replication_factor: int = -1
+    """Replication factor of a created dead-letter topic; -1 takes the broker's default.replication.factor
+    (ARCHIVER_DLQ_REPLICATION_FACTOR)."""
+    outage_timeout_s: float = 300.0
+    """With --once: how long a partition may wait for an outage (schema registry, S3, dead-letter topic)
+    to end before the run stops with exit code 1, having committed only what it archived
+    (ARCHIVER_OUTAGE_TIMEOUT_S). The streaming daemon waits for as long as it takes."""
     metrics_address: str = ""
     """host:port serving /metrics, /healthz and /readyz; empty disables (ARCHIVER_METRICS_ADDRESS)."""
     log_format: str = "text"
@@ -235,7 +247,9 @@ _RUN_ENV = {"archive_url": "ARCHIVER_ARCHIVE_URL", "topics": "ARCHIVER_TOPICS",
             "topic_pattern": "ARCHIVER_TOPIC_PATTERN", "group_id": "ARCHIVER_GROUP_ID",
             "group_instance_id": "ARCHIVER_GROUP_INSTANCE_ID", "session_timeout_ms": "ARCHIVER_SESSION_TIMEOUT_MS",
             "max_buffer_bytes": "ARCHIVER_MAX_BUFFER_BYTES", "shutdown_timeout_s": "ARCHIVER_SHUTDOWN_TIMEOUT_S", "on_decode_error": "ARCHIVER_ON_DECODE_ERROR",
-            "dlq_topic": "ARCHIVER_DLQ_TOPIC", "metrics_address": "ARCHIVER_METRICS_ADDRESS",
+            "dlq_topic": "ARCHIVER_DLQ_TOPIC", "dlq_create": "ARCHIVER_DLQ_CREATE",
+            "dlq_partitions": "ARCHIVER_DLQ_PARTITIONS", "dlq_replication_factor": "ARCHIVER_DLQ_REPLICATION_FACTOR",
+            "outage_timeout_s": "ARCHIVER_OUTAGE_TIMEOUT_S", "metrics_address": "ARCHIVER_METRICS_ADDRESS",
             "log_format": "ARCHIVER_LOG_FORMAT", "decoder": "ARCHIVER_DECODER",
             "compact_interval_s": "ARCHIVER_COMPACT_INTERVAL_S", "compact_target_bytes": "ARCHIVER_COMPACT_TARGET_BYTES",
             "compact_closed_after_s": "ARCHIVER_COMPACT_CLOSED_AFTER_S", "compact_grace_s": "ARCHIVER_COMPACT_GRACE_S"}
@@ -343,6 +357,8 @@ def _typed(where: str, cls, values: dict) -> dict:
             if kind.startswith("tuple"):
                 out[name] = tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) \
                     else tuple(value)
+            elif kind.startswith("bool"):
+                out[name] = _bool(value)
             elif kind.startswith("int"):
                 out[name] = _int(value)
             elif kind.startswith("float"):
@@ -352,6 +368,17 @@ def _typed(where: str, cls, values: dict) -> dict:
         except (TypeError, ValueError):
             raise ConfigError(f"{where}.{name}: expected {kind.split(' ')[0]}, got {value!r}") from None
     return out
+
+
+def _bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(value)
 
 
 def _int(value) -> int:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import signal
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
@@ -21,9 +20,10 @@ from archiver.codec.keys import KeyDecoder
 from archiver.codec.registry import Registry
 from archiver.codec.values import ValueDecoder
 from archiver.config import RunSettings
-from archiver.errors import TerminalError, TransientError
+from archiver.errors import DeadLetterUndelivered, TerminalError, TransientError
 from archiver.ledger import FencedError
 from archiver.metrics import Heartbeat
+from archiver.retry import Backoff, retry
 from archiver.sink import Sink
 from archiver.source import kafka as source_kafka
 from archiver.store import open_store
@@ -48,6 +48,23 @@ class Summary:
     bytes_out: int
     seconds: float
     rotations: dict[str, int]
+    lost: int = 0
+
+
+@dataclass
+class Outage:
+    """A partition waiting for a dependency. Kept from the first failure until the partition
+    makes progress again, across the pauses and retries in between."""
+
+    error: TransientError
+    since: float
+    backoff: Backoff = field(default_factory=Backoff)
+    retry_at: float = 0.0
+    paused: bool = False
+
+
+class OutageTimeout(TransientError):
+    """--once gave up waiting for a dependency."""
 
 
 class Daemon:
@@ -61,7 +78,9 @@ class Daemon:
         self._decoders: dict[str, ValueDecoder] = {}
         self._dlq = None
         self._stop = False
-        self._paused: dict[tuple[str, int], tuple[float, float]] = {}  # partition -> (retry at, backoff)
+        self.stopped_by: int | None = None  # the signal that stopped the run
+        self._outages: dict[tuple[str, int], Outage] = {}
+        self.outages_started: Counter[str] = Counter()  # by dependency, for /metrics
         self._ends: dict[tuple[str, int], int] = {}  # --once: end offsets seen at start
         self.rebalances = 0
         self._highs: dict[tuple[str, int], int] = {}
@@ -133,13 +152,23 @@ class Daemon:
             ("archiver.offset", str(message.offset()).encode()),
         ]
         ts_type, ts = message.timestamp()
-        self._dlq.produce(self.settings.dlq_topic, message.value(), message.key(), headers=headers,
-                          timestamp=ts if ts_type else 0)
+        try:
+            self._dlq.produce(self.settings.dlq_topic, message.value(), message.key(), headers=headers,
+                              timestamp=ts if ts_type else 0)
+        except (BufferError, KafkaException) as e:  # the local queue is full: the topic is not taking them
+            raise DeadLetterUndelivered(f"dead-letter topic {self.settings.dlq_topic!r} is not taking records: "
+                                        f"{e}") from e
         self._dlq.poll(0)
 
     def _flush_dead_letters(self) -> None:
-        if self._dlq is not None:
-            source_kafka.flush(self._dlq, timeout=30)  # durable before the range is committed
+        """Every dead letter durable before the range holding it is committed; an outage otherwise."""
+        if self._dlq is None:
+            return
+        try:
+            source_kafka.flush(self._dlq, timeout=30)
+        except (TransientError, TerminalError) as e:
+            self._dlq.discard()  # the partitions holding them consume again and re-send every one
+            raise DeadLetterUndelivered(f"dead-letter topic {self.settings.dlq_topic!r}: {e}") from e
 
     # --- rebalances ----------------------------------------------------------------------------
 
@@ -163,26 +192,28 @@ class Daemon:
     @staticmethod
     def _committed(consumer, partitions) -> dict[tuple[str, int], int]:
         """Kafka's committed offsets, retried: a busy group coordinator may time out mid-rebalance."""
-        for attempt in range(3):
-            try:
-                return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=10)}
-            except KafkaException as e:
-                logger.warning("committed offsets not available (attempt %d of 3): %s", attempt + 1, e)
-        logger.warning("starting never-archived partitions at their earliest offset")
-        return {}
+        def read():
+            return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=10)}
+
+        try:
+            return retry(read, attempts=3, retry_on=(KafkaException,), on_retry=lambda n, e: logger.warning(
+                "committed offsets not available (attempt %d of 3): %s", n, e))
+        except KafkaException as e:
+            logger.warning("starting never-archived partitions at their earliest offset: %s", e)
+            return {}
 
     def _on_revoke(self, consumer, partitions) -> None:
         self.rebalances += 1
         for tp in partitions:
             self.sink.release(tp.topic, tp.partition, flush=True)
-            self._paused.pop((tp.topic, tp.partition), None)
+            self._outages.pop((tp.topic, tp.partition), None)
         consumer.incremental_unassign(partitions)
 
     def _on_lost(self, consumer, partitions) -> None:
         self.rebalances += 1
         for tp in partitions:
             self.sink.release(tp.topic, tp.partition, flush=False)
-            self._paused.pop((tp.topic, tp.partition), None)
+            self._outages.pop((tp.topic, tp.partition), None)
         consumer.incremental_unassign(partitions)
 
     def _record_ends(self, partitions) -> None:
@@ -194,10 +225,15 @@ class Daemon:
     # --- the loop ------------------------------------------------------------------------------
 
     def paused_partitions(self) -> list[tuple[str, int]]:
-        return list(self._paused)
+        return [key for key, outage in list(self._outages.items()) if outage.paused]
+
+    def waiting(self) -> Counter[str]:
+        """Paused partitions by the dependency they wait for."""
+        return Counter(o.error.dependency for o in list(self._outages.values()) if o.paused)
 
     def lag(self) -> dict[tuple[str, int], int]:
-        """High watermark (as last fetched) minus the archived-and-buffered position, per partition.
+        """High watermark (as last fetched) minus the committed frontier, per partition: every
+        record not yet committed to the archive, buffered ones included.
 
         Read from the metrics thread: uses only what the main loop recorded (the consumer is not
         called from other threads).
@@ -205,8 +241,11 @@ class Daemon:
         out = {}
         for key, high in list(self._highs.items()):
             owned = self.sink.owned.get(key)
-            if owned is not None and owned.buffer.end is not None:
-                out[key] = max(0, high - owned.buffer.end)
+            if owned is None:
+                continue
+            committed = owned.buffer.start if owned.buffer.start is not None else owned.buffer.end
+            if committed is not None:
+                out[key] = max(0, high - committed)
         return out
 
     def _record_highs(self) -> None:
@@ -227,7 +266,7 @@ class Daemon:
 
         try:
             return serve(self.settings.metrics_address, self, self.heartbeat.healthy,
-                         lambda: self.heartbeat.healthy() and self.rebalances > 0 and not self._paused)
+                         lambda: self.heartbeat.healthy() and self.rebalances > 0 and not self.paused_partitions())
         except OSError as e:
             raise TerminalError(f"run.metrics_address {self.settings.metrics_address}: {e.strerror}") from None
 
@@ -235,6 +274,7 @@ class Daemon:
         started = time.monotonic()
         runtime.tune_gc()
         self._install_signals()
+        self._check_dead_letter_topic()
         server = self._serve_metrics()
         self._subscribe()
         last_tick = time.monotonic()
@@ -247,23 +287,36 @@ class Daemon:
                     last_tick = time.monotonic()
                 elif self.sink.buffered_bytes() > self.settings.max_buffer_bytes:
                     self._tick()  # the memory cap holds between ticks too
-                if self.once and self._reached_ends():
+                if self.once and (self._reached_ends() or self._gave_up() is not None):
                     break
             self._flush_all(Rotation.END)
         finally:
             self._close()
             if server is not None:
                 server.shutdown()
+        gave_up = self._gave_up() if self.once else None
+        if gave_up is not None:
+            raise gave_up
         s = self.sink.stats
         return Summary(s.records_in, s.records_out, s.dead_lettered, s.files, s.commits, s.bytes_in,
-                       s.bytes_out, time.monotonic() - started, dict(s.rotations))
+                       s.bytes_out, time.monotonic() - started, dict(s.rotations), s.lost)
 
-    def stop(self, *_args) -> None:
+    def stop(self, signum: int | None = None, _frame=None) -> None:
         self._stop = True
+        self.stopped_by = signum
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+
+    def _check_dead_letter_topic(self) -> None:
+        """The dead-letter topic exists (created if allowed) before anything is consumed."""
+        s = self.settings
+        if s.on_decode_error != "dlq":
+            return
+        if source_kafka.ensure_dead_letter_topic(s.kafka, s.dlq_topic, s.dlq_create, s.dlq_partitions,
+                                                 s.dlq_replication_factor):
+            logger.warning("created the dead-letter topic %r", s.dlq_topic)
 
     def _subscribe(self) -> None:
         if self.settings.topic_pattern:
@@ -293,51 +346,93 @@ class Daemon:
                 continue
             by_partition[(m.topic(), m.partition())].append(m)
         for (topic, partition), batch in by_partition.items():
-            if (topic, partition) in self._paused:
-                continue  # re-fetched from the resume offset once the pending flush lands
+            outage = self._outages.get((topic, partition))
+            if outage is not None and outage.paused:
+                continue  # re-fetched from where it stopped once the dependency is back
             self._guard(topic, partition, functools.partial(self.sink.ingest, topic, partition, batch))
+            if outage is not None and (topic, partition) not in self.sink.outages():
+                self._recovered(topic, partition)
+        self._pause_outages()
 
     def _guard(self, topic: str, partition: int, action) -> None:
-        """Run a sink action; pause the partition while the store fails, re-claim when fenced."""
+        """Run a sink action; re-claim the partition when fenced."""
         try:
             action()
         except FencedError as e:
             logger.warning("%s; claiming it again", e)
             self._reclaim(topic, partition)
-            return
-        owned = self.sink.owned.get((topic, partition))
-        if owned is not None and owned.pending is not None and (topic, partition) not in self._paused:
-            self.consumer.pause([TopicPartition(topic, partition)])
-            self._paused[(topic, partition)] = (time.monotonic() + 1.0, 1.0)
-            logger.warning("paused %s[%d] while the store is unavailable", topic, partition)
 
     def _reclaim(self, topic: str, partition: int) -> None:
         start = self.sink.assign(topic, partition)
         self.consumer.seek(TopicPartition(topic, partition, start if start is not None else OFFSET_BEGINNING))
 
+    # --- outages: pause, back off, resume where the archive stopped ---------------------------
+
+    def _pause_outages(self) -> None:
+        """Pause every partition that waits for a dependency and is not paused yet."""
+        now = time.monotonic()
+        for key, error in self.sink.outages().items():
+            outage = self._outages.get(key)
+            if outage is None:
+                outage = self._outages[key] = Outage(error, now)
+                self.outages_started[error.dependency] += 1
+            elif outage.paused:
+                continue
+            outage.error = error
+            outage.paused = True
+            delay = outage.backoff.next_delay()
+            outage.retry_at = now + delay
+            self.consumer.pause([TopicPartition(*key)])
+            logger.warning("paused %s[%d] for %.1fs, waiting for the %s: %s", *key, delay, error.dependency, error)
+
+    def _retry_outages(self) -> None:
+        now = time.monotonic()
+        for key, outage in list(self._outages.items()):
+            if not outage.paused or now < outage.retry_at:
+                continue
+            if key not in self.sink.owned:
+                del self._outages[key]
+                continue
+            if self.sink.owned[key].pending is not None:  # the store (or dead-letter topic) owes a commit
+                if not self.sink.retry(*key):
+                    outage.paused = False  # paused again, after the next backoff, by _pause_outages
+                    continue
+                self._recovered(*key)
+            self._resume(*key)  # records are fetched again from where the archive stopped
+
+    def _recovered(self, topic: str, partition: int) -> None:
+        outage = self._outages.pop((topic, partition), None)
+        if outage is not None:
+            logger.warning("%s[%d]: the %s is back after %.0fs", topic, partition, outage.error.dependency,
+                           time.monotonic() - outage.since)
+
+    def _gave_up(self) -> OutageTimeout | None:
+        """--once: the outage that outlasted run.outage_timeout_s, as the run's error."""
+        limit = self.settings.outage_timeout_s
+        now = time.monotonic()
+        late = [(key, o) for key, o in self._outages.items() if now - o.since >= limit]
+        if not late:
+            return None
+        (topic, partition), outage = late[0]
+        return OutageTimeout(f"gave up after waiting {limit:.0f}s for the {outage.error.dependency} "
+                             f"({len(late)} partition(s), first {topic}[{partition}]): {outage.error}; nothing "
+                             "past it was committed, the next run continues from there")
+
     def _tick(self) -> None:
         self._record_highs()
         if self.compaction is not None:
             self.compaction.tick()
-        now = time.monotonic()
-        for (topic, partition), (retry_at, backoff) in list(self._paused.items()):
-            if now < retry_at:
-                continue
-            if self.sink.retry(topic, partition):
-                self._resume(topic, partition)
-            else:  # bounded, jittered exponential backoff
-                backoff = min(30.0, backoff * 2)
-                self._paused[(topic, partition)] = (now + backoff * (0.5 + random.random() / 2), backoff)
+        self._retry_outages()
         try:
             self.sink.tick(self.settings.max_buffer_bytes)
         except FencedError as e:
             logger.warning("%s", e)
-        for (topic, partition), owned in list(self.sink.owned.items()):
-            if owned.pending is not None and (topic, partition) not in self._paused:
-                self._guard(topic, partition, lambda: None)
+        self._pause_outages()
 
     def _resume(self, topic: str, partition: int) -> None:
-        del self._paused[(topic, partition)]
+        outage = self._outages.get((topic, partition))
+        if outage is not None:
+            outage.paused = False
         if (topic, partition) not in self.sink.owned:
             return
         offset = self.sink.resume_offset(topic, partition)
@@ -359,13 +454,16 @@ class Daemon:
                     position = self.consumer.position([TopicPartition(*key)])[0].offset
                 except KafkaException:
                     return False
-                if position < end:
+                if position < end or key in self._outages:
                     return False
         return True
 
     def _flush_all(self, reason: Rotation) -> None:
+        """Commit what every partition archived, retrying through store outages until
+        run.shutdown_timeout_s; records a partition could not take stay for the next run."""
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
         for topic, partition in list(self.sink.owned):
+            backoff = Backoff(initial=0.5, maximum=5.0)
             while time.monotonic() < deadline:
                 try:
                     if self.sink.flush(topic, partition, reason):
@@ -373,7 +471,7 @@ class Daemon:
                 except FencedError as e:
                     logger.warning("%s", e)
                     break
-                time.sleep(1.0)
+                time.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
             else:
                 raise TransientError(f"could not commit {topic}[{partition}] within "
                                      f"{self.settings.shutdown_timeout_s:.0f}s of stopping; its records are "

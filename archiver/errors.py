@@ -17,7 +17,27 @@ class ConfigError(ArchiverError):
 
 
 class TransientError(ArchiverError):
-    """A failure worth retrying: a timeout, a throttled or unavailable service."""
+    """A failure worth retrying: a timeout, a throttled or unavailable service.
+
+    `dependency` names what is out (metrics label and log lines): an outage of it pauses the
+    partitions that need it; it never diverts or drops records.
+    """
+
+    dependency = "store"
+
+
+class RegistryUnavailable(TransientError):
+    """The schema registry cannot answer now: unreachable, timing out, 5xx, 429, or a 404 that
+    is not the registry's own "schema not found"."""
+
+    dependency = "registry"
+
+
+class DeadLetterUndelivered(TransientError):
+    """The dead-letter topic did not take a record (unreachable, refused, missing): the range
+    that holds it is consumed again once it recovers."""
+
+    dependency = "dlq"
 
 
 class TerminalError(ArchiverError):

@@ -27,7 +27,7 @@ from archiver.codec.arrow import nullable_schema
 from archiver.codec.keys import KeyDecoder
 from archiver.codec.values import Decoded, Run, ValueDecoder, shared_header
 from archiver.config import TopicSettings
-from archiver.errors import TerminalError, TransientError
+from archiver.errors import DeadLetterUndelivered, TerminalError, TransientError
 from archiver.layout import Granularity
 from archiver.ledger import Entry, FileEntry, PartitionLedger, writer_id
 from archiver.metrics import Histogram
@@ -49,6 +49,7 @@ class Pending:
     reason: Rotation
     uploaded: bool = False
     intent_written: bool = False
+    error: TransientError | None = None  # why the last attempt did not commit
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Owned:
     settings: TopicSettings
     pending: Pending | None = None
     check_start: bool = True  # the next fetched batch follows a seek: compare it with the log start
+    outage: TransientError | None = None  # a dependency is out: consume again from buffer.end once it is back
     key_buckets: dict[bytes | None, int] = field(default_factory=dict)  # bounded cache of recent keys
 
 
@@ -129,15 +131,27 @@ class Sink:
         """Where consumption must continue after a pause: one past the last buffered offset."""
         owned = self.owned[(topic, partition)]
         owned.check_start = True
+        owned.outage = None
         return owned.buffer.end
+
+    def outages(self) -> dict[TopicPartition, TransientError]:
+        """Partitions that wait for a dependency: a pending commit the store or the dead-letter
+        topic did not take, or records the registry could not decode yet."""
+        out = {}
+        for key, owned in self.owned.items():
+            if owned.outage is not None:
+                out[key] = owned.outage
+            elif owned.pending is not None:
+                out[key] = owned.pending.error or TransientError("commit pending")
+        return out
 
     # --- ingest ------------------------------------------------------------------------------
 
     def ingest(self, topic: str, partition: int, messages: Sequence) -> None:
         """Buffer messages of one partition (in offset order); may flush on rotation."""
         owned = self.owned.get((topic, partition))
-        if owned is None or owned.pending is not None:
-            return  # not ours (any more), or paused behind a pending flush: re-fetched later
+        if owned is None or owned.pending is not None or owned.outage is not None:
+            return  # not ours (any more), or waiting on a dependency: re-fetched from buffer.end later
         expected = owned.buffer.end
         if expected is not None and messages and messages[0].offset() < expected:
             fresh = [m for m in messages if m.offset() >= expected]
@@ -151,6 +165,10 @@ class Sink:
             segment = messages if end - begin == len(messages) else messages[begin:end]
             try:
                 self._ingest_segment(owned, segment, fields.slice(begin, end))
+            except TransientError as e:  # the registry (or the dead-letter topic) is out: not bad data
+                owned.outage = e
+                logger.warning("%s[%d] waits at offset %d: %s", topic, partition, segment[0].offset(), e)
+                return
             except pa.ArrowException as e:  # a decoded value Arrow cannot hold as archived
                 raise TerminalError(f"cannot archive {topic}[{partition}] offsets {segment[0].offset()}.."
                                     f"{segment[-1].offset()}: {' '.join(str(e).split())}") from e
@@ -390,9 +408,15 @@ class Sink:
             self._flush_dead_letters()
             entry = pending.entry
             pending.entry = ledger.commit(dataclasses.replace(entry, committed_at=time.time()))
+        except DeadLetterUndelivered as e:
+            logger.warning("commit of %s[%d] seq %d withdrawn: %s", buffer.topic, buffer.partition,
+                           pending.entry.seq, e)
+            self.rewind_dead_lettered(e)
+            return False
         except TransientError as e:
             logger.warning("commit of %s[%d] seq %d delayed: %s", buffer.topic, buffer.partition,
                            pending.entry.seq, e)
+            pending.error = e
             return False
         except TerminalError:
             self._abandon(owned)
@@ -428,6 +452,30 @@ class Sink:
         except (TransientError, TerminalError) as e:  # readers fall back on more entries; the next one retries
             logger.warning("ledger checkpoint of %s[%d] at seq %d not written: %s", ledger.topic, ledger.partition,
                            seq, e)
+
+    def rewind_dead_lettered(self, error: DeadLetterUndelivered) -> None:
+        """The dead-letter producer lost records: every partition with dead letters not yet
+        committed drops its buffer (and pending commit) and consumes again from its last commit.
+
+        Which dead letter failed is not known per partition, so all of them are produced again:
+        the dead-letter topic may hold a record twice, the archive never skips one.
+        """
+        for owned in list(self.owned.values()):
+            buffer = owned.buffer
+            pending_dead = owned.pending.entry.dead_lettered if owned.pending else 0
+            if not (buffer.dead_lettered or pending_dead) or buffer.start is None:
+                continue
+            for key in (owned.pending.blobs if owned.pending and owned.pending.intent_written else ()):
+                try:
+                    self.store.delete(key)  # uncommitted; the next owner's claim would remove it too
+                except (TransientError, TerminalError):
+                    pass
+            owned.pending = None
+            start = buffer.start
+            buffer.__init__(buffer.topic, buffer.partition, start=start, end=start)
+            owned.outage = error
+            logger.warning("%s[%d] will consume again from offset %d: %s", buffer.topic, buffer.partition,
+                           start, error)
 
     def _abandon(self, owned: Owned) -> None:
         """Fenced or failed for good: delete what this writer uploaded and forget the partition."""

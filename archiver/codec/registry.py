@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Self
 import fastavro
 
 from archiver.config import RegistrySettings
-from archiver.errors import NotFound, TransientError
+from archiver.errors import NotFound, RegistryUnavailable, TerminalError
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -27,7 +27,9 @@ class Registry:
         # cryptography (~0.15 s of CPU), which commands and runs without a registry never need.
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        self._client = SchemaRegistryClient(settings.client_config())
+        # A lookup blocks the poll loop: bound it, and leave retrying to the daemon's backoff
+        # (a partition waiting on the registry pauses; it does not spin here).
+        self._client = SchemaRegistryClient({"timeout": 10, "max.retries": 1} | settings.client_config())
         self._parsed: dict[int, tuple[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -52,7 +54,8 @@ class Registry:
         except SchemaRegistryError as e:
             raise _translate(e, f"registering a schema under subject {subject!r}") from e
         except Exception as e:  # httpx connection errors and timeouts
-            raise TransientError(f"schema registry unreachable while registering under {subject!r}: {e}") from e
+            raise RegistryUnavailable(f"schema registry unreachable while registering under {subject!r}: "
+                                      f"{_describe(e)}") from e
 
     def schema_text(self, schema_id: int) -> str:
         """The writer schema's JSON text for `schema_id`."""
@@ -73,17 +76,37 @@ class Registry:
         except SchemaRegistryError as e:
             raise _translate(e, f"looking up schema id {schema_id}") from e
         except Exception as e:  # httpx connection errors and timeouts
-            raise TransientError(f"schema registry unreachable while looking up schema id {schema_id}: {e}") from e
+            raise RegistryUnavailable(f"schema registry unreachable while looking up schema id {schema_id}: "
+                                      f"{_describe(e)}") from e
         entry = (text, fastavro.parse_schema(json.loads(text)))
         with self._lock:
             self._parsed[schema_id] = entry
         return entry
 
 
+SCHEMA_NOT_FOUND = 40403  # the Confluent error code of "schema id unknown"; Apicurio's ccompat sends it too
+
+
 def _translate(error: SchemaRegistryError, doing: str) -> Exception:
+    """A registry answer as archiver's error: only the registry's own "not found" is permanent.
+
+    A 404 without the error code comes from something else at that URL (a wrong path, a proxy
+    mid-deploy), so it is an outage like a 5xx or a 429, not proof that the schema is unknown.
+    Authorization and other client errors are terminal: retrying cannot fix the configuration.
+    """
     status = error.http_status_code
-    if status == 404:
+    if status == 404 and error.error_code in (SCHEMA_NOT_FOUND, 40401):
         return NotFound(f"schema registry: not found while {doing}: {error.error_message}")
-    if status is None or status >= 500 or status == 429:
-        return TransientError(f"schema registry unavailable while {doing}: {error.error_message}")
+    if status is None or status >= 500 or status in (404, 408, 429):
+        return RegistryUnavailable(f"schema registry unavailable while {doing}: HTTP {status} "
+                                   f"{' '.join(str(error.error_message).split())[:200]}")
+    if status in (401, 403):
+        return TerminalError(f"schema registry refused the credentials while {doing}: HTTP {status} "
+                             f"{error.error_message}")
     return error
+
+
+def _describe(error: Exception) -> str:
+    """One line for an HTTP client error (httpx's messages may be empty or span lines)."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

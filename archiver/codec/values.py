@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import operator
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ import pyarrow as pa
 from archiver.codec import arrow as reference
 from archiver.codec import wire
 from archiver.codec.registry import Registry
-from archiver.errors import DecodeError, NotFound, TransientError
+from archiver.errors import DecodeError, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +50,10 @@ class ValueDecoder:
     """Per-topic value decoding with a cache of writer schemas and decoder choices."""
 
     def __init__(self, registry: Registry | None, raw_schema_file: str | None = None,
-                 registry_retries: int = 3, native_allowed: bool = True):
+                 native_allowed: bool = True):
         self._registry = registry
         self._native_allowed = native_allowed
         self._schemas: dict[int, tuple[str, object, bool]] = {}
-        self._retries = registry_retries
         if raw_schema_file:
             with open(raw_schema_file) as f:
                 text = f.read()
@@ -66,6 +64,12 @@ class ValueDecoder:
         return self._schemas[schema_id][0]
 
     def decode(self, values: Sequence[bytes | None]) -> Decoded:
+        """Decode a batch; undecodable values are reported in `errors`, never raised.
+
+        Raises:
+            RegistryUnavailable: a writer schema could not be fetched now. Nothing of the batch
+                is decoded: an outage is not bad data, so the caller waits and tries again.
+        """
         if self.raw:
             return self._decode_raw(values)
         groups, errors = _by_schema_id(values)
@@ -76,7 +80,7 @@ class ValueDecoder:
                 continue
             try:
                 self._ensure(schema_id)
-            except (DecodeError, NotFound, TransientError) as e:
+            except DecodeError as e:
                 errors.extend((i, str(e)) for i in rows)
                 continue
             payloads = values if len(rows) == len(values) else [values[i] for i in rows]
@@ -107,16 +111,10 @@ class ValueDecoder:
             return
         if self._registry is None:
             raise DecodeError(f"schema id {schema_id}: no schema registry configured")
-        for attempt in range(self._retries + 1):
-            try:
-                text = self._registry.schema_text(schema_id)
-                break
-            except NotFound:
-                raise DecodeError(f"unknown schema id {schema_id} (not in the schema registry)") from None
-            except TransientError:
-                if attempt == self._retries:
-                    raise
-                time.sleep(min(2.0, 0.2 * 2**attempt))
+        try:
+            text = self._registry.schema_text(schema_id)
+        except NotFound:  # the reachable registry's own answer: this id will never decode
+            raise DecodeError(f"unknown schema id {schema_id} (not in the schema registry)") from None
         self._remember(schema_id, text)
 
     def _remember(self, schema_id: int, text: str) -> None:

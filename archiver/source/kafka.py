@@ -32,7 +32,28 @@ class CheckedProducer(Producer):
 
     def _failed(self, error, message) -> None:
         if error is not None:
-            self.failures.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
+            self.failures.append(f"{_describe_message(message)}: {error.str()}")
+
+    def discard(self) -> None:
+        """Drop what is still queued and forget past failures (the caller produces it all again)."""
+        self.purge()
+        self.flush(0)
+        self.failures.clear()
+
+
+def _describe_message(message) -> str:
+    """Where a message was going, and for a dead letter which record it carries.
+
+    A message that never got a partition (the topic is missing, the broker unreachable) has
+    partition -1, which names nothing: only assigned partitions are shown.
+    """
+    where = message.topic() if message.partition() < 0 else f"{message.topic()}[{message.partition()}]"
+    headers = {k: v for k, v in (message.headers() or []) if isinstance(v, bytes)}
+    if "archiver.topic" in headers:
+        where += (f" (dead letter of {headers['archiver.topic'].decode()}"
+                  f"[{headers.get('archiver.partition', b'?').decode()}]"
+                  f" offset {headers.get('archiver.offset', b'?').decode()})")
+    return where
 
 
 def producer(settings: KafkaSettings, **extra: str | int) -> CheckedProducer:
@@ -50,13 +71,16 @@ def list_topics(settings: KafkaSettings, timeout: float = 10.0) -> dict[str, int
 
 
 def ensure_topic(settings: KafkaSettings, name: str, partitions: int, timeout: float = 30.0,
-                 config: dict[str, str] | None = None) -> bool:
-    """Create `name` with `partitions` partitions (and topic `config`) unless it exists; True when created."""
+                 config: dict[str, str] | None = None, replication_factor: int = 1) -> bool:
+    """Create `name` with `partitions` partitions (and topic `config`) unless it exists; True when created.
+
+    -1 for `partitions` or `replication_factor` takes the broker's default.
+    """
     existing = list_topics(settings, timeout)
     if name in existing:
         return False
     client = admin(settings)  # must outlive the futures
-    futures = client.create_topics([NewTopic(name, partitions, 1, config=config or {})],
+    futures = client.create_topics([NewTopic(name, partitions, replication_factor, config=config or {})],
                                    operation_timeout=timeout)
     try:
         futures[name].result(timeout)
@@ -65,6 +89,26 @@ def ensure_topic(settings: KafkaSettings, name: str, partitions: int, timeout: f
             return False
         raise TerminalError(f"creating topic {name!r} failed: {e.args[0].str()}") from e
     return True
+
+
+def ensure_dead_letter_topic(settings: KafkaSettings, topic: str, create: bool, partitions: int,
+                             replication_factor: int) -> bool:
+    """Check that the dead-letter topic exists, creating it when `create`; True when created.
+
+    Raises:
+        TerminalError: it is missing and may not, or could not, be created.
+    """
+    if topic in list_topics(settings):
+        return False
+    if not create:
+        raise TerminalError(f"dead-letter topic {topic!r} does not exist in {settings.bootstrap_servers} and "
+                            "run.dlq_create is off: create it, or name another with run.dlq_topic")
+    try:
+        return ensure_topic(settings, topic, partitions, replication_factor=replication_factor)
+    except TerminalError as e:
+        raise TerminalError(f"dead-letter topic {topic!r} does not exist in {settings.bootstrap_servers} and "
+                            f"could not be created ({e.__cause__.args[0].str() if e.__cause__ else e}): "
+                            "create it, or name another with run.dlq_topic") from None
 
 
 def flush(producer: Producer, timeout: float = 60.0) -> None:

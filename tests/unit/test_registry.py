@@ -27,3 +27,54 @@ def test_registering_with_an_unreachable_registry_is_transient(unreachable):
 def test_looking_up_in_an_unreachable_registry_is_transient(unreachable):
     with pytest.raises(TransientError, match="schema registry unreachable while looking up schema id 7"):
         unreachable.schema_text(7)
+
+
+def _registry_error(status: int, code: int):
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    return SchemaRegistryError(status, code, "message")
+
+
+@pytest.mark.parametrize(("status", "code", "expected"), [
+    (404, 40403, "NotFound"),            # the registry's own answer: the id will never decode
+    (404, -1, "RegistryUnavailable"),   # a 404 from something else at that URL (wrong path, proxy)
+    (500, 50001, "RegistryUnavailable"),
+    (503, -1, "RegistryUnavailable"),
+    (429, -1, "RegistryUnavailable"),
+    (401, 40101, "TerminalError"),
+    (403, 40301, "TerminalError"),
+])
+def test_only_the_registrys_own_not_found_is_permanent(status, code, expected):
+    from archiver.codec.registry import _translate
+
+    error = _translate(_registry_error(status, code), "looking up schema id 7")
+    assert type(error).__name__ == expected
+    assert "\n" not in str(error)
+
+
+def test_an_outage_is_never_dead_lettered_only_unknown_ids_are():
+    """A lookup the registry cannot answer now raises; an id it does not know is a decode error."""
+    from archiver.codec import wire
+    from archiver.codec.values import ValueDecoder
+    from archiver.errors import NotFound, RegistryUnavailable
+
+    class Registry:
+        down = True
+
+        def schema_text(self, schema_id):
+            if schema_id == 9:
+                raise NotFound("schema id 9")
+            if self.down:
+                raise RegistryUnavailable("schema registry unreachable")
+            return '{"type": "record", "name": "R", "fields": [{"name": "n", "type": "long"}]}'
+
+    registry = Registry()
+    decoder = ValueDecoder(registry)
+    good = [wire.frame(1, b"\x02"), wire.frame(1, b"\x04")]
+    with pytest.raises(RegistryUnavailable):
+        decoder.decode(good)
+    decoded = decoder.decode([wire.frame(9, b"\x02"), b"\x07junk"])  # unknown id, bad magic byte
+    assert sorted(i for i, _ in decoded.errors) == [0, 1] and not decoded.runs
+    registry.down = False
+    decoded = decoder.decode(good)
+    assert not decoded.errors and decoded.runs[0].table.column("n").to_pylist() == [1, 2]

@@ -293,3 +293,67 @@ def test_avro_keys_become_a_key_struct_and_bad_keys_are_dead_lettered(store):
     keys = table["_key"].to_pylist()
     assert keys[3] is None and keys[0] == {"session": table["session_id"][0].as_py()}
     assert [o for o, _ in h.dead] == [2] and h.dead[0][1].startswith("key: ")
+
+
+class OutageRegistry(FakeRegistry):
+    """The registry of schema 1 is down while `down` is set."""
+
+    down = False
+
+    def schema_text(self, schema_id):
+        from archiver.errors import RegistryUnavailable
+        if self.down:
+            raise RegistryUnavailable("schema registry unreachable")
+        return super().schema_text(schema_id)
+
+
+def test_a_registry_outage_pauses_the_partition_and_dead_letters_nothing(store):
+    registry = OutageRegistry({1: demo.SCHEMA, 2: demo.SCHEMA})
+    h = Harness(store, registry=registry)
+    h.sink.assign("t", 0)
+    h.sink.ingest("t", 0, messages(100))
+    registry.down = True
+    batch = messages(200, schema_id=2)[100:]  # a new writer schema: its lookup fails
+    h.sink.ingest("t", 0, batch)
+    assert h.dead == [] and h.sink.stats.dead_lettered == 0
+    assert h.sink.outages()[("t", 0)].dependency == "registry"
+    h.sink.ingest("t", 0, batch)  # fetched before the pause took effect: ignored
+    assert h.sink.flush("t", 0, Rotation.END)
+    assert h.committed == {("t", 0): 100}, "nothing committed past the outage"
+    assert h.sink.resume_offset("t", 0) == 100 and not h.sink.outages()
+    registry.down = False
+    h.sink.ingest("t", 0, batch)
+    assert h.sink.flush("t", 0, Rotation.END)
+    assert archived(store) == [(0, o) for o in range(200)] and h.dead == []
+
+
+def test_a_dead_letter_topic_that_does_not_take_records_rewinds_to_the_last_commit(store):
+    from archiver.errors import DeadLetterUndelivered
+
+    h = Harness(store)
+    failing = {"on": False}
+
+    def flush_dead_letters():
+        if failing["on"]:
+            raise DeadLetterUndelivered("dead-letter topic 'dlq': 1 message(s) not delivered")
+
+    h.sink._flush_dead_letters = flush_dead_letters
+    h.sink.assign("t", 0)
+    h.sink.assign("t", 1)
+    h.sink.ingest("t", 0, messages(50))
+    assert h.sink.flush("t", 0, Rotation.END)
+    batch = messages(100)[50:]
+    batch[3] = FakeMessage("t", 0, 53, None, b"\x07garbage", 1_764_000_000_000)
+    h.sink.ingest("t", 0, batch)
+    h.sink.ingest("t", 1, messages(10, partition=1))  # no dead letters: not rewound
+    failing["on"] = True
+    assert not h.sink.flush("t", 0, Rotation.END)
+    assert h.committed == {("t", 0): 50}
+    assert h.sink.outages()[("t", 0)].dependency == "dlq"
+    assert ("t", 1) not in h.sink.outages()
+    assert h.sink.resume_offset("t", 0) == 50, "consumed again from the last commit"
+    failing["on"] = False
+    h.sink.ingest("t", 0, batch)
+    assert h.sink.flush("t", 0, Rotation.END) and h.sink.flush("t", 1, Rotation.END)
+    assert [o for o, _ in h.dead] == [53, 53], "the dead letter is sent again"
+    assert archived(store) == sorted([(0, o) for o in range(100) if o != 53] + [(1, o) for o in range(10)])
