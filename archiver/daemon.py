@@ -80,6 +80,7 @@ class Daemon:
         self._stop = False
         self.stopped_by: int | None = None  # the signal that stopped the run
         self._outages: dict[tuple[str, int], Outage] = {}
+        self._starts: dict[tuple[str, int], int] = {}  # where each assigned partition started
         self.outages_started: Counter[str] = Counter()  # by dependency, for /metrics
         self._ends: dict[tuple[str, int], int] = {}  # --once: end offsets seen at start
         self.rebalances = 0
@@ -141,6 +142,10 @@ class Daemon:
             return None
 
     def _commit_offset(self, topic: str, partition: int, offset: int) -> None:
+        """After each commit to the archive: Kafka's offset follows, and a commit ends an outage."""
+        outage = self._outages.get((topic, partition))
+        if outage is not None and not outage.paused:
+            self._recovered(topic, partition)
         self.consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=True)
 
     def _dead_letter(self, message, reason: str) -> None:
@@ -153,8 +158,9 @@ class Daemon:
         ]
         ts_type, ts = message.timestamp()
         try:
-            self._dlq.produce(self.settings.dlq_topic, message.value(), message.key(), headers=headers,
-                              timestamp=ts if ts_type else 0)
+            self._dlq.produce_from(f"dead letter of {message.topic()}[{message.partition()}] offset {message.offset()}",
+                                   self.settings.dlq_topic, message.value(), message.key(), headers=headers,
+                                   timestamp=ts if ts_type else 0)
         except (BufferError, KafkaException) as e:  # the local queue is full: the topic is not taking them
             raise DeadLetterUndelivered(f"dead-letter topic {self.settings.dlq_topic!r} is not taking records: "
                                         f"{e}") from e
@@ -183,6 +189,7 @@ class Daemon:
             if start is None:  # never archived: Kafka's committed offset, else the earliest
                 start = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
                 start = start if start >= 0 else OFFSET_BEGINNING
+            self._starts[(tp.topic, tp.partition)] = start
             positions.append(TopicPartition(tp.topic, tp.partition, start))
             logger.info("assigned %s[%d], starting at %s", tp.topic, tp.partition, start)
         if self.once:
@@ -287,14 +294,14 @@ class Daemon:
                     last_tick = time.monotonic()
                 elif self.sink.buffered_bytes() > self.settings.max_buffer_bytes:
                     self._tick()  # the memory cap holds between ticks too
-                if self.once and (self._reached_ends() or self._gave_up() is not None):
+                if self.once and (self._gave_up() is not None or self._batch_done()):
                     break
-            self._flush_all(Rotation.END)
+            gave_up = self._gave_up() if self.once else None  # before closing: a revoke forgets outages
+            self._flush_all(Rotation.END, final=True)
         finally:
             self._close()
             if server is not None:
                 server.shutdown()
-        gave_up = self._gave_up() if self.once else None
         if gave_up is not None:
             raise gave_up
         s = self.sink.stats
@@ -350,8 +357,9 @@ class Daemon:
             if outage is not None and outage.paused:
                 continue  # re-fetched from where it stopped once the dependency is back
             self._guard(topic, partition, functools.partial(self.sink.ingest, topic, partition, batch))
-            if outage is not None and (topic, partition) not in self.sink.outages():
-                self._recovered(topic, partition)
+            if outage is not None and outage.error.dependency == "registry" and \
+                    (topic, partition) not in self.sink.outages():
+                self._recovered(topic, partition)  # decoded: the registry answers again
         self._pause_outages()
 
     def _guard(self, topic: str, partition: int, action) -> None:
@@ -383,7 +391,7 @@ class Daemon:
             delay = outage.backoff.next_delay()
             outage.retry_at = now + delay
             self.consumer.pause([TopicPartition(*key)])
-            logger.warning("paused %s[%d] for %.1fs, waiting for the %s: %s", *key, delay, error.dependency, error)
+            logger.warning("paused %s[%d] for %.1fs, waiting for the %s: %s", *key, delay, error.waiting_for, error)
 
     def _retry_outages(self) -> None:
         now = time.monotonic()
@@ -403,7 +411,7 @@ class Daemon:
     def _recovered(self, topic: str, partition: int) -> None:
         outage = self._outages.pop((topic, partition), None)
         if outage is not None:
-            logger.warning("%s[%d]: the %s is back after %.0fs", topic, partition, outage.error.dependency,
+            logger.warning("%s[%d]: the %s is back after %.0fs", topic, partition, outage.error.waiting_for,
                            time.monotonic() - outage.since)
 
     def _gave_up(self) -> OutageTimeout | None:
@@ -414,7 +422,7 @@ class Daemon:
         if not late:
             return None
         (topic, partition), outage = late[0]
-        return OutageTimeout(f"gave up after waiting {limit:.0f}s for the {outage.error.dependency} "
+        return OutageTimeout(f"gave up after waiting {limit:.0f}s for the {outage.error.waiting_for} "
                              f"({len(late)} partition(s), first {topic}[{partition}]): {outage.error}; nothing "
                              "past it was committed, the next run continues from there")
 
@@ -436,7 +444,9 @@ class Daemon:
         if (topic, partition) not in self.sink.owned:
             return
         offset = self.sink.resume_offset(topic, partition)
-        tp = TopicPartition(topic, partition, offset if offset is not None else OFFSET_BEGINNING)
+        if offset is None:  # nothing consumed yet: where the assignment started it
+            offset = self._starts.get((topic, partition), OFFSET_BEGINNING)
+        tp = TopicPartition(topic, partition, offset)
         self.consumer.resume([tp])
         self.consumer.seek(tp)
         logger.info("resumed %s[%d] at offset %s", topic, partition, offset)
@@ -458,9 +468,22 @@ class Daemon:
                     return False
         return True
 
-    def _flush_all(self, reason: Rotation) -> None:
+    def _batch_done(self) -> bool:
+        """--once: every partition reached its end offset and committed. A commit the dead-letter
+        topic made withdraw sends its partition back to consume again, so the run goes on."""
+        if not self._reached_ends():
+            return False
+        self._flush_all(Rotation.END)
+        self._pause_outages()
+        return not self.sink.outages()
+
+    def _flush_all(self, reason: Rotation, final: bool = False) -> None:
         """Commit what every partition archived, retrying through store outages until
-        run.shutdown_timeout_s; records a partition could not take stay for the next run."""
+        run.shutdown_timeout_s; records a partition could not take stay for the next run.
+
+        Raises:
+            TransientError: `final`, and a partition could not commit what it consumed.
+        """
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
         for topic, partition in list(self.sink.owned):
             backoff = Backoff(initial=0.5, maximum=5.0)
@@ -476,6 +499,11 @@ class Daemon:
                 raise TransientError(f"could not commit {topic}[{partition}] within "
                                      f"{self.settings.shutdown_timeout_s:.0f}s of stopping; its records are "
                                      "archived by the next run")
+        withdrawn = self.sink.outages() if final else {}
+        if withdrawn and (not self.once or self._gave_up() is None):
+            (topic, partition), error = next(iter(withdrawn.items()))
+            raise TransientError(f"could not commit {topic}[{partition}] before stopping: {error}; its records "
+                                 "are archived by the next run")
 
     def _close(self) -> None:
         if self.compaction is not None:

@@ -25,6 +25,12 @@ class TransientError(ArchiverError):
 
     dependency = "store"
 
+    @property
+    def waiting_for(self) -> str:
+        """What is out, in words."""
+        return {"store": "object store", "registry": "schema registry", "dlq": "dead-letter topic"}.get(
+            self.dependency, self.dependency)
+
 
 class RegistryUnavailable(TransientError):
     """The schema registry cannot answer now: unreachable, timing out, 5xx, 429, or a 404 that

@@ -58,27 +58,43 @@ class DaemonCollector:
 
         d = self.daemon
         s = d.sink.stats
-        for name, doc, value in [
-            ("archiver_records_in", "Records consumed from Kafka", s.records_in),
-            ("archiver_bytes_in", "Value bytes consumed from Kafka", s.bytes_in),
-            ("archiver_records_out", "Records committed to the archive", s.records_out),
-            ("archiver_bytes_out", "Parquet bytes committed to the archive", s.bytes_out),
-            ("archiver_files", "Parquet files committed", s.files),
-            ("archiver_commits", "Ledger commits", s.commits),
-            ("archiver_dead_lettered", "Records sent to the dead-letter topic", s.dead_lettered),
-            ("archiver_records_lost", "Offsets Kafka deleted (retention) before they were archived", s.lost),
-            ("archiver_rebalances", "Partition assignment changes", d.rebalances),
+        yield from self._build_info()
+        topics = dict(s.topics)
+        for name, attr, doc in [
+            ("archiver_records_in", "records_in", "Records consumed from Kafka"),
+            ("archiver_bytes_in", "bytes_in", "Value bytes consumed from Kafka"),
+            ("archiver_records_out", "records_out", "Records committed to the archive"),
+            ("archiver_bytes_out", "bytes_out", "Parquet bytes committed to the archive"),
+            ("archiver_files", "files", "Parquet files committed"),
+            ("archiver_commits", "commits", "Ledger commits"),
+            ("archiver_dead_lettered", "dead_lettered", "Records sent to the dead-letter topic"),
+            ("archiver_records_lost", "lost", "Offsets Kafka deleted (retention) before they were archived"),
         ]:
-            yield CounterMetricFamily(name, doc, value=value)
+            family = CounterMetricFamily(name, doc, labels=["topic"])
+            for topic, counts in sorted(topics.items()):
+                family.add_metric([topic], getattr(counts, attr))
+            yield family
+        yield CounterMetricFamily("archiver_rebalances", "Partition assignment changes", value=d.rebalances)
+        outages = CounterMetricFamily("archiver_outages", "Outages of a dependency that paused a partition",
+                                      labels=["dependency"])
+        waiting = GaugeMetricFamily("archiver_waiting_partitions", "Partitions paused, by the dependency they wait for",
+                                    labels=["dependency"])
+        paused = d.waiting()
+        for dependency in ("registry", "store", "dlq"):
+            outages.add_metric([dependency], d.outages_started.get(dependency, 0))
+            waiting.add_metric([dependency], paused.get(dependency, 0))
+        yield outages
+        yield waiting
         rotations = CounterMetricFamily("archiver_rotations", "Buffer rotations by reason", labels=["reason"])
         for reason, count in sorted(s.rotations.items()):
             rotations.add_metric([reason], count)
         yield rotations
         yield s.upload_latency.family("archiver_upload_seconds", "Time to upload one commit's files")
         yield GaugeMetricFamily("archiver_buffered_bytes", "Bytes buffered in memory", value=d.sink.buffered_bytes())
-        yield GaugeMetricFamily("archiver_paused_partitions", "Partitions paused while the store fails",
+        yield GaugeMetricFamily("archiver_paused_partitions", "Partitions paused while a dependency is out",
                                 value=len(d.paused_partitions()))
-        lag = GaugeMetricFamily("archiver_consumer_lag", "High watermark minus archived position",
+        lag = GaugeMetricFamily("archiver_consumer_lag", "Records in Kafka not yet committed to the archive "
+                                "(buffered ones included)",
                                 labels=["topic", "partition"])
         for (topic, partition), value in d.lag().items():
             lag.add_metric([topic, str(partition)], value)
@@ -98,17 +114,37 @@ class DaemonCollector:
                 yield CounterMetricFamily(name, doc, value=value)
 
 
+    @staticmethod
+    def _build_info():
+        import platform
+
+        from confluent_kafka import libversion
+        from prometheus_client.core import GaugeMetricFamily
+
+        from archiver import __version__
+
+        info = GaugeMetricFamily("archiver_build_info", "archiver's version and its main libraries; always 1",
+                                 labels=["version", "python", "librdkafka"])
+        info.add_metric([__version__, platform.python_version(), libversion()[0]], 1)
+        yield info
+
+
 def serve(address: str, daemon, healthy: Callable[[], bool], ready: Callable[[], bool]) -> ThreadingHTTPServer:
     """Serve the endpoints on `address` ("host:port") in a background thread."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DaemonCollector(daemon))
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
     host, _, port = address.rpartition(":")
 
     class Handler(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.head_only = True
+            self.do_GET()
+
         def do_GET(self):
             if self.path == "/metrics":
                 self._reply(200, generate_latest(registry), "text/plain; version=0.0.4")
@@ -126,7 +162,8 @@ def serve(address: str, daemon, healthy: Callable[[], bool], ready: Callable[[],
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if not getattr(self, "head_only", False):
+                self.wfile.write(body)
 
         def log_message(self, *args) -> None:  # scrapes are not worth a log line
             pass

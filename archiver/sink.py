@@ -63,6 +63,23 @@ class Owned:
     key_buckets: dict[bytes | None, int] = field(default_factory=dict)  # bounded cache of recent keys
 
 
+MAX_TOPIC_LABELS = 100  # beyond this many topics, per-topic counts go to topic="_other"
+
+
+@dataclass
+class TopicCounts:
+    """Per-topic counters, for /metrics labels."""
+
+    records_in: int = 0
+    bytes_in: int = 0
+    records_out: int = 0
+    bytes_out: int = 0
+    files: int = 0
+    commits: int = 0
+    dead_lettered: int = 0
+    lost: int = 0
+
+
 @dataclass
 class Stats:
     records_in: int = 0
@@ -76,6 +93,15 @@ class Stats:
     lost: int = 0  # offsets Kafka deleted (retention) before they could be archived
     rotations: dict[str, int] = field(default_factory=dict)
     upload_latency: Histogram = field(default_factory=Histogram)
+    topics: dict[str, TopicCounts] = field(default_factory=dict)
+
+    def topic(self, name: str) -> TopicCounts:
+        counts = self.topics.get(name)
+        if counts is None:
+            if len(self.topics) >= MAX_TOPIC_LABELS:
+                name = "_other"
+            counts = self.topics.setdefault(name, TopicCounts())
+        return counts
 
 
 class Sink:
@@ -190,6 +216,7 @@ class Sink:
         lost = (expected, min(low, first))
         buffer.lost.append(lost)
         self.stats.lost += lost[1] - lost[0]
+        self.stats.topic(buffer.topic).lost += lost[1] - lost[0]
         logger.error("%s[%d] offsets %d..%d (%d records) were deleted by Kafka (retention) before they were "
                      "archived", buffer.topic, buffer.partition, lost[0], lost[1] - 1, lost[1] - lost[0])
 
@@ -209,8 +236,12 @@ class Sink:
         now = self._clock()
         buffer.advance(fields.offsets[0], fields.offsets[-1], now)
         buffer.dead_lettered += len(decoded.errors)
+        value_bytes = sum(map(len, filter(None, fields.values)))
         self.stats.records_in += len(messages)
-        self.stats.bytes_in += sum(map(len, filter(None, fields.values)))
+        self.stats.bytes_in += value_bytes
+        counts = self.stats.topic(buffer.topic)
+        counts.records_in += len(messages)
+        counts.bytes_in += value_bytes
         if decoded.runs:
             table, _ = self._table(owned, decoded.runs, fields, keys)
             times = self._partition_times(owned, table)
@@ -256,6 +287,7 @@ class Sink:
             raise TerminalError(f"undecodable record at {where}: {reason}")
         self._dead_letter(message, reason)
         self.stats.dead_lettered += 1
+        self.stats.topic(message.topic()).dead_lettered += 1
         logger.warning("dead-lettered %s: %s", where, reason)
 
     def _with_metadata(self, owned: Owned, run: Run, f: _Fields, rows: list[int] | None,
@@ -426,10 +458,16 @@ class Sink:
 
     def _committed(self, owned: Owned, pending: Pending) -> None:
         buffer, entry = owned.buffer, pending.entry
+        written = sum(f.bytes for f in entry.files)
         self.stats.files += len(entry.files)
         self.stats.commits += 1
         self.stats.records_out += entry.records
-        self.stats.bytes_out += sum(f.bytes for f in entry.files)
+        self.stats.bytes_out += written
+        counts = self.stats.topic(buffer.topic)
+        counts.files += len(entry.files)
+        counts.commits += 1
+        counts.records_out += entry.records
+        counts.bytes_out += written
         self.stats.rotations[pending.reason.value] = self.stats.rotations.get(pending.reason.value, 0) + 1
         logger.info("committed %s[%d] offsets %d..%d: %d records in %d file(s), %d bytes, %d dead-lettered "
                     "(seq %d, epoch %d, %s)", buffer.topic, buffer.partition, entry.start, entry.end - 1,

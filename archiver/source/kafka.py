@@ -30,30 +30,24 @@ class CheckedProducer(Producer):
         self.failures: list[str] = []
         super().__init__(conf | {"delivery.report.only.error": True, "on_delivery": self._failed})
 
-    def _failed(self, error, message) -> None:
+    def _failed(self, error, message, origin: str | None = None) -> None:
         if error is not None:
-            self.failures.append(f"{_describe_message(message)}: {error.str()}")
+            where = message.topic() if message.partition() < 0 else f"{message.topic()}[{message.partition()}]"
+            self.failures.append(f"{where}{f' ({origin})' if origin else ''}: {error.str()}")
+
+    def produce_from(self, origin: str, *args, **kwargs) -> None:
+        """produce(), naming in a failure report where the message came from (e.g. a dead letter's record).
+
+        A message that never got a partition (the topic is missing, the broker unreachable) has
+        partition -1, which names nothing: only assigned partitions are shown.
+        """
+        self.produce(*args, on_delivery=lambda error, message: self._failed(error, message, origin), **kwargs)
 
     def discard(self) -> None:
         """Drop what is still queued and forget past failures (the caller produces it all again)."""
         self.purge()
         self.flush(0)
         self.failures.clear()
-
-
-def _describe_message(message) -> str:
-    """Where a message was going, and for a dead letter which record it carries.
-
-    A message that never got a partition (the topic is missing, the broker unreachable) has
-    partition -1, which names nothing: only assigned partitions are shown.
-    """
-    where = message.topic() if message.partition() < 0 else f"{message.topic()}[{message.partition()}]"
-    headers = {k: v for k, v in (message.headers() or []) if isinstance(v, bytes)}
-    if "archiver.topic" in headers:
-        where += (f" (dead letter of {headers['archiver.topic'].decode()}"
-                  f"[{headers.get('archiver.partition', b'?').decode()}]"
-                  f" offset {headers.get('archiver.offset', b'?').decode()})")
-    return where
 
 
 def producer(settings: KafkaSettings, **extra: str | int) -> CheckedProducer:

@@ -153,7 +153,7 @@ def test_poison_pills_go_to_the_dead_letter_topic_with_their_bytes(services, kaf
     assert (entry.start, entry.end, entry.dead_lettered) == (0, 43, 3)
 
 
-def test_a_dead_letter_the_broker_refuses_stops_the_daemon_and_commits_nothing_past_it(
+def test_a_dead_letter_the_broker_refuses_is_an_outage_and_nothing_is_committed_past_it(
         services, kafka, registry, archive_env, unique):
     from tests.integration.test_replay import allow_large_messages
 
@@ -163,11 +163,13 @@ def test_a_dead_letter_the_broker_refuses_stops_the_daemon_and_commits_nothing_p
     source_kafka.flush(producer)
     dlq = f"{unique}-dlq"
     source_kafka.ensure_topic(kafka, dlq, 1, config={"max.message.bytes": "100"})  # smaller than the dead letter
-    env = archive_env | {"ARCHIVER_DLQ_TOPIC": dlq}
+    env = archive_env | {"ARCHIVER_DLQ_TOPIC": dlq, "ARCHIVER_OUTAGE_TIMEOUT_S": "5"}
 
     result = run_archiver(env, "--once", "--topics", unique, check=False)
     assert result.returncode == 1
-    assert f"archiver: error: 1 message(s) not delivered, the first to {dlq}[0]: " in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("archiver: error: gave up after waiting 5s for the dead-letter topic"), last
+    assert f"not delivered, the first to {dlq}[0] (dead letter of {unique}[0] offset 5): " in last
     archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
     assert all(e.end <= 5 for e in archive.entries(unique, 0) if e.kind == "commit")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -15,6 +14,7 @@ from archiver import demo
 from archiver.archive import Archive
 from archiver.store import open_store
 from tests.conftest import _free_ports
+from tests.integration.faults import Proxy
 from tests.integration.test_run import (
     ARCHIVER,
     START_MS,
@@ -40,12 +40,15 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 
 def metrics(port: int) -> dict[str, float]:
+    """Every archiver_* series by name and labels; a labelled family also by its name alone, summed."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
+    out: dict[str, float] = {}
     for line in text.splitlines():
         m = re.match(r"^(archiver_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
         if m:
             out[m[1] + (m[2] or "")] = float(m[3])
+            if m[2]:
+                out[m[1]] = out.get(m[1], 0.0) + float(m[3])
     return out
 
 
@@ -94,65 +97,10 @@ def test_two_daemons_in_one_group_with_rebalances_mid_stream(services, kafka, re
     assert {str(a.pid), str(b.pid)} <= writers, "both daemons committed"
 
 
-class S3Proxy:
-    """A TCP proxy in front of the S3 endpoint that can cut the connection, like a network outage."""
-
-    def __init__(self, target_port: int):
-        self.target = target_port
-        self.down = threading.Event()
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            if self.down.is_set():
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            self.conns += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-
-    def _pipe(self, src, dst):
-        try:
-            while data := src.recv(65536):
-                if self.down.is_set():
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def cut(self):
-        self.down.set()
-        for c in self.conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.conns.clear()
-
-    def restore(self):
-        self.down.clear()
-
-    def close(self):
-        self.server.close()
-
-
 def test_s3_outage_pauses_with_bounded_memory_then_catches_up(services, kafka, registry, archive_env, unique,
                                                              tmp_path):
     s3_port = int(services.env["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
-    proxy = S3Proxy(s3_port)
+    proxy = Proxy(s3_port)
     (metrics_port,) = _free_ports(1)
     cap = 4 * 1024 * 1024
     env = archive_env | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}",
