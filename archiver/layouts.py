@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from archiver import layout
@@ -249,6 +249,22 @@ def _covers(configured: TopicLayout, name: str, value: str) -> bool:
     if name == configured.key_field and name not in _TIME_DIRECTORIES:
         return value in configured.key_field_values or value in ("_other", "_null")
     return True
+
+
+def misplaced(recorded: TopicLayout | None, keys: Iterable[str], reference: list[str]) -> Iterator[tuple[str, str]]:
+    """(key, why) of the data keys outside the recorded layout. Without a record, those whose
+    directory names differ from `reference`, which the first key fills when empty (pass the same
+    list for every partition of a topic)."""
+    for key in keys:
+        dirs = layout.parse_data_key(key).partition_values()
+        if not reference:
+            reference.extend(recorded.directories() if recorded else dirs)
+        if list(dirs) != reference:
+            yield key, f"under {'/'.join(dirs)} directories, where the topic's layout gives {'/'.join(reference)}"
+        elif recorded is not None:
+            wrong = [f"{n}={v}" for n, v in dirs.items() if not _covers(recorded, n, v)]
+            if wrong:
+                yield key, f"under {wrong[0]}, which the topic's recorded layout does not make"
 
 
 def record(store, topic: str, configured: TopicLayout) -> TopicLayout:

@@ -198,6 +198,24 @@ def test_mixed_layouts_are_named():
         layouts.infer("t", keys)
 
 
+def test_verify_reports_files_outside_the_layout(tmp_path):
+    from archiver import audit
+    from archiver.archive import Archive
+
+    store = old_archive(tmp_path, TopicSettings(key_buckets=4))
+    assert audit.verify(Archive(store), quick=True).ok  # one layout, no record: nothing to report
+    h = Harness(store, TopicSettings(time_granularity="day", key_buckets=4))  # a run with another layout
+    h.sink.assign("t", 0)
+    h.sink.ingest("t", 0, messages(300)[200:])
+    h.sink.flush("t", 0, Rotation.END)
+    problems = audit.verify(Archive(store), quick=True).problems
+    assert problems and {p.kind for p in problems} == {"layout"}
+    assert "under dt/key_bucket directories, where the topic's layout gives dt/hour/key_bucket" in str(problems[0])
+    layouts.record(store, "t", TopicLayout(key_buckets=2))
+    problems = audit.verify(Archive(store), quick=True).problems
+    assert any("which the topic's recorded layout does not make" in str(p) for p in problems)
+
+
 def guard(store, settings: TopicSettings, topic: str = "orders") -> LayoutGuard:
     return LayoutGuard(store, RunSettings(kafka=KafkaSettings(""), archive_url="", overrides={topic: settings}))
 
