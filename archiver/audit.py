@@ -6,8 +6,9 @@ every file's offsets lie inside its entry's range. Data checks (unless quick): e
 exists, has the ledger's size and sha256, reads as Parquet with the ledger's row count, belongs
 to its partition, holds offsets in ascending order inside its ledger range, and no offset of a
 partition is in two rows. Every live file lies in a directory of the topic's recorded layout
-(without a record: under the same directory names as the others). Objects under `topic=T/` that no entry (live or replaced) and no
-in-flight intent names are orphans: a warning, since readers never see them.
+(without a record: under the same directory names as the others). Objects under `topic=T/`
+that no entry (live or replaced) and no in-flight intent names are orphans: a warning, since
+readers never see them.
 
 Offsets inside a range may legitimately have no row (transaction markers, compacted-away or
 dead-lettered records), so "no gap" is proved by the ranges, never by counting rows.

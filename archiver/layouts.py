@@ -125,6 +125,12 @@ class TopicLayout:
         return None
 
 
+def _directories(key: str) -> dict[str, str]:
+    """The `k=v` directories of a data key between `topic=T/` and the file name (any file name:
+    verify meets keys archiver did not write)."""
+    return dict(part.split("=", 1) for part in key.split("/")[1:-1] if "=" in part)
+
+
 def show(name: str, value: object) -> str:
     """A setting's value as the configuration spells it."""
     if value is None:
@@ -165,7 +171,7 @@ def infer(topic: str, keys: Iterable[str]) -> TopicLayout | None:
     names: list[str] | None = None
     seen: dict[str, set[str]] = {}
     for key in keys:
-        dirs = layout.parse_data_key(key).partition_values()
+        dirs = _directories(key)
         if names is None:
             names = list(dirs)
         elif list(dirs) != names:
@@ -220,7 +226,7 @@ def check_keys(topic: str, where: str, configured: TopicLayout, keys: Iterable[s
     """
     want = configured.directories()
     for key in keys:
-        dirs = layout.parse_data_key(key).partition_values()
+        dirs = _directories(key)
         if list(dirs) != want:
             raise _names_refusal(topic, where, configured, list(dirs))
         for name, value in dirs.items():
@@ -256,7 +262,7 @@ def misplaced(recorded: TopicLayout | None, keys: Iterable[str], reference: list
     directory names differ from `reference`, which the first key fills when empty (pass the same
     list for every partition of a topic)."""
     for key in keys:
-        dirs = layout.parse_data_key(key).partition_values()
+        dirs = _directories(key)
         if not reference:
             reference.extend(recorded.directories() if recorded else dirs)
         if list(dirs) != reference:

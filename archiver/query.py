@@ -17,10 +17,9 @@ one-hour, one-key query: of files whose rows a filter discards it reads only the
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
