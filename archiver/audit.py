@@ -5,8 +5,10 @@ objects. Ledger checks (always): live entries chain without gaps or overlaps, co
 every file's offsets lie inside its entry's range. Data checks (unless quick): every live file
 exists, has the ledger's size and sha256, reads as Parquet with the ledger's row count, belongs
 to its partition, holds offsets in ascending order inside its ledger range, and no offset of a
-partition is in two rows. Objects under `topic=T/` that no entry (live or replaced) and no
-in-flight intent names are orphans: a warning, since readers never see them.
+partition is in two rows. Every live file lies in a directory of the topic's recorded layout
+(without a record: under the same directory names as the others). Objects under `topic=T/`
+that no entry (live or replaced) and no in-flight intent names are orphans: a warning, since
+readers never see them.
 
 Offsets inside a range may legitimately have no row (transaction markers, compacted-away or
 dead-lettered records), so "no gap" is proved by the ranges, never by counting rows.
@@ -27,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from archiver import layouts
 from archiver.archive import Archive
 from archiver.errors import ConfigError, NotFound
 from archiver.ledger import Checkpoint, Entry, FileEntry, PartitionLedger, live_of
@@ -45,7 +48,7 @@ class Problem:
     where: str  # "offsets 10..19", "file <key>", "entry seq 7"
     what: str
     kind: str  # gap | overlap | duplicate | missing | size | sha256 | unreadable | rows | partition | order | range
-    #          | records | checkpoint
+    #          | records | checkpoint | layout
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}] {self.where}: {self.what}"
@@ -339,6 +342,7 @@ def _verify_topic(archive: Archive, topic: str, report: Report, quick: bool,
     listed = dict(archive.store.list_sizes(f"topic={topic}/"))
     in_flight = _intent_files(archive.store, topic)
     referenced: set[str] = set()
+    recorded, reference = layouts.read(archive.store, topic), []
     report.topics += 1
     for partition in archive.partitions(topic):
         entries, live = read_ledger(archive, topic, partition)
@@ -351,6 +355,8 @@ def _verify_topic(archive: Archive, topic: str, report: Report, quick: bool,
         report.bytes += sum(f.bytes for f in files)
         report.problems += check_entries(topic, partition, live)
         report.problems += check_checkpoints(archive.store, topic, partition, entries)
+        report.problems += [Problem(topic, partition, f"file {key}", why, "layout")
+                            for key, why in layouts.misplaced(recorded, (f.key for f in files), reference)]
         if quick:
             report.problems += _check_listed(archive.store, topic, partition, files, listed)
         else:

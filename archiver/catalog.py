@@ -4,8 +4,8 @@ One external Parquet table per archived topic. Its columns are the Arrow schema 
 file written with the topic's newest writer schema (exactly what the sink wrote: value fields,
 then the `_kafka_*` columns, `_schema_id` and `_key` if any), so no registry is needed and the
 table cannot drift from the files. Its partitions use Athena partition projection, derived from
-the topic's settings and checked against every committed file's directories, so no
-`MSCK REPAIR TABLE` or partition registration is ever needed.
+the layout the archive records for the topic (`archiver.layouts`) and checked against every
+committed file's directories, so no `MSCK REPAIR TABLE` or partition registration is ever needed.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archiver import layout
+from archiver import layout, layouts
 from archiver.archive import Archive
-from archiver.config import TopicSettings, load_run_settings
+from archiver.config import load_run_settings
 from archiver.errors import ConfigError, TerminalError, TransientError
 from archiver.ledger import FileEntry
 
@@ -135,7 +135,7 @@ class PartitionColumn:
         return re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is not None
 
 
-def partition_columns(settings: TopicSettings, first_day: str, value_columns: Iterable[str]
+def partition_columns(settings: layouts.TopicLayout, first_day: str, value_columns: Iterable[str]
                       ) -> list[PartitionColumn]:
     """The layout's directories (see `layout.time_path`, `bucket_path`, `field_value_path`) as
     projected columns. A column is named like its directory unless a data column already has that
@@ -169,20 +169,19 @@ def partition_columns(settings: TopicSettings, first_day: str, value_columns: It
 def check_layout(topic: str, files: Iterable[FileEntry], partitions: list[PartitionColumn]) -> None:
     """Fail unless every committed file lies in a directory the projection enumerates.
 
-    The settings are an input of the table (bucket count, allowed field values): settings that
-    differ from those the archive was written with would silently hide files from queries.
+    The layout is an input of the table (bucket count, allowed field values): files written
+    under another one (an archive whose layout changed) would silently be missing from queries.
     """
     want = [p.directory for p in partitions]
     for f in files:
         found = layout.parse_data_key(f.key).partition_values()
         if list(found) != want:
-            raise ConfigError(f"topic {topic!r} is archived under {'/'.join(found)} directories but the "
-                              f"settings give {'/'.join(want)}: pass the config `archiver run` used (-c)")
+            raise ConfigError(f"topic {topic!r} is archived under {'/'.join(found)} directories but its "
+                              f"layout gives {'/'.join(want)} ({layouts.GUIDE})")
         for p in partitions:
             if not p.covers(found[p.directory]):
                 raise ConfigError(f"topic {topic!r} has files under {p.directory}={found[p.directory]}, "
-                                  f"outside what its settings allow ({_describe(p)}): pass the config "
-                                  f"`archiver run` used (-c)")
+                                  f"outside what its layout allows ({_describe(p)}; {layouts.GUIDE})")
 
 
 def _describe(p: PartitionColumn) -> str:
@@ -245,12 +244,18 @@ def _literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def table_spec(archive: Archive, topic: str, settings: TopicSettings, location: str, *,
-               name: str | None = None, database: str | None = None) -> TableSpec:
-    """The table of one archived topic (ConfigError if the topic has no committed file)."""
+def table_spec(archive: Archive, topic: str, location: str, *, name: str | None = None,
+               database: str | None = None, compression: str = "zstd") -> TableSpec:
+    """The table of one archived topic, in the layout the archive records (ConfigError if the
+    topic has no committed file)."""
     files = list(archive.files(topic))
     if not files:
         raise ConfigError(f"topic {topic!r} has no committed files in {archive.store.url}")
+    settings = layouts.of_archive(archive, topic, files)
+    if settings.inferred:
+        logger.warning("%s has no layout record (archived before layouts were recorded): the table follows its "
+                       "directories (%s); `archiver run` records the layout", topic,
+                       "/".join(settings.directories()))
     schema = newest_schema(archive, topic, files)
     columns = tuple((f.name, f.type) for f in schema)
     _check_columns(topic, columns)
@@ -258,7 +263,7 @@ def table_spec(archive: Archive, topic: str, settings: TopicSettings, location: 
     partitions = partition_columns(settings, first_day, schema.names)
     check_layout(topic, files, partitions)
     return TableSpec(topic, name or table_name(topic), database, location, columns, tuple(partitions),
-                     _COMPRESSION[settings.compression])
+                     _COMPRESSION[compression])
 
 
 def newest_schema(archive: Archive, topic: str, files: list[FileEntry]) -> pa.Schema:
@@ -316,8 +321,9 @@ def table_specs(config_path: str | None, archive_url: str | None, topics: Iterab
                 env: Mapping[str, str] = os.environ) -> list[TableSpec]:
     """The tables of the named topics (every archived topic if none), as `ddl` and `catalog sync` use.
 
-    Topic settings (granularity, key partitioning) come from the same config file, environment
-    and flags as `archiver run`; Kafka and the registry are not contacted, so they need not be set.
+    The layout (granularity, key partitioning) comes from the archive; the archive URL and the
+    codec named in the table properties from the same config file, environment and flags as
+    `archiver run`. Kafka and the registry are not contacted, so they need not be set.
     """
     from archiver.store import open_store
 
@@ -342,8 +348,8 @@ def table_specs(config_path: str | None, archive_url: str | None, topics: Iterab
     if len(set(names)) < len(names):
         raise ConfigError(f"topics {', '.join(topics)} map to the same table name; "
                           f"name their tables one by one with --topic T --table NAME")
-    return [table_spec(archive, t, settings.for_topic(t), s3_location(settings.archive_url, t), name=n,
-                       database=database) for t, n in zip(topics, names)]
+    return [table_spec(archive, t, s3_location(settings.archive_url, t), name=n, database=database,
+                       compression=settings.for_topic(t).compression) for t, n in zip(topics, names)]
 
 
 # --- Glue ------------------------------------------------------------------------------------------------

@@ -426,7 +426,7 @@ def _table_options(fn):
     """Options shared by `ddl` and `catalog sync`: where the archive is and how topics are laid out."""
     options = [
         click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="ARCHIVER_CONFIG",
-                     help="The TOML config `archiver run` used (topic layout) [env ARCHIVER_CONFIG]"),
+                     help="TOML config file, as for run (archive url) [env ARCHIVER_CONFIG]"),
         click.option("--archive-url", help="s3://bucket/prefix [env ARCHIVER_ARCHIVE_URL]"),
         click.option("--topic", "topics", multiple=True, help="Archived topic, repeatable (default: all)."),
     ]
@@ -526,7 +526,7 @@ def verify(archive_url, topics, quick, strict, workers):
 @click.argument("sql", required=False)
 @click.option("--archive-url", envvar="ARCHIVER_ARCHIVE_URL", help="Archive to query [env ARCHIVER_ARCHIVE_URL]")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="ARCHIVER_CONFIG",
-              help="The `archiver run` TOML (key_buckets for --key) [env ARCHIVER_CONFIG]")
+              help="TOML config file, as for run [env ARCHIVER_CONFIG]")
 @click.option("--topic", help="Instead of SQL: this topic's records in time order.")
 @click.option("--key", help="With --topic: one key's records (UTF-8), read from its key bucket only.")
 @click.option("--from", "from_", help="With --topic: record timestamp from (ISO-8601, 'now' or -2h).")
@@ -550,7 +550,7 @@ def query(sql, archive_url, config_path, topic, key, from_, to, where, fmt, outp
         raise ConfigError("--format parquet needs --output FILE")
     engine = query_mod.Engine(Archive(open_store(archive_url)))
     try:
-        text = query_mod.statement(engine, sql, topic, key, from_, to, where, config_path)
+        text = query_mod.statement(engine, sql, topic, key, from_, to, where)
         engine.prepare(text)
         if explain:
             click.echo(engine.explain(text).render())

@@ -21,6 +21,7 @@ from archiver.codec.registry import Registry
 from archiver.codec.values import ValueDecoder
 from archiver.config import RunSettings
 from archiver.errors import DeadLetterUndelivered, TerminalError, TransientError
+from archiver.layouts import LayoutGuard
 from archiver.ledger import FencedError
 from archiver.metrics import Heartbeat
 from archiver.retry import Backoff, retry
@@ -109,6 +110,7 @@ class Daemon:
                          self._flush_dead_letters)
         self.sink.key_decoder_for = self._key_decoder
         self.sink.log_start = self._log_start
+        self.sink.check_layout = LayoutGuard(self.store, settings).check
         self._key_decoders: dict[str, KeyDecoder] = {}
         self.compaction = None
         if settings.compact_interval_s > 0 and not once:
@@ -334,6 +336,8 @@ class Daemon:
             missing = [t for t in topics if t not in existing]
             if missing:
                 raise TerminalError(f"topic {missing[0]!r} does not exist in {self.settings.kafka.bootstrap_servers}")
+            for topic in topics:  # before consuming; topics of a pattern are checked when assigned
+                self.sink.check_layout(topic)
         self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def _poll(self) -> bool:

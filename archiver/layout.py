@@ -3,6 +3,7 @@
     topic=T/dt=YYYY-MM-DD/hour=HH/key_bucket=NN/T+P+<first offset:020d>+<epoch:010d>.parquet
     _ledger/topic=T/partition=P/<seq:020d>.json
     _intents/topic=T/partition=P/<seq:020d>-<epoch:010d>.json
+    _layout/topic=T.json
 
 Partition values are computed from bounded inputs only (a time bucket, a hash bucket, or a
 sanitised value from an allow-list), so nothing a producer sends can create a path outside the
@@ -155,3 +156,8 @@ def parse_intent_key(key: str) -> tuple[str, int, int, int, str]:
     if not m:
         raise ValueError(f"not an intent key: {key!r}")
     return m[1], int(m[2]), int(m[3]), int(m[4]), "compaction" if m[5] else "commit"
+
+
+def layout_key(topic: str) -> str:
+    """Where a topic's layout record lives (see `archiver.layouts`)."""
+    return f"_layout/topic={topic}.json"

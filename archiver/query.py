@@ -4,7 +4,9 @@ Every archived topic a statement names is a view called after the topic (quote i
 `"web-events"`), plus a sanitised alias (`web_events`) where the name is not a plain identifier.
 A view reads exactly the files the ledger names (`Archive.files`, never a bucket listing) with
 DuckDB's Parquet reader; the `k=v` directories of each file's key (dt, hour, key_bucket, ...)
-become columns, so a WHERE on them skips whole files before any byte of them is fetched.
+become columns, so a WHERE on them skips whole files before any byte of them is fetched. A
+directory named like a data column (always so for `key_field`) becomes `<name>_partition`, as in
+the Athena table (`catalog.partition_columns`): the data column keeps the file's values.
 
 s3:// archives are read by DuckDB's httpfs extension, loaded from the duckdb-extension-httpfs
 wheel's file (DuckDB checks its signature; nothing is downloaded at run time). Measured against
@@ -15,10 +17,9 @@ one-hour, one-key query: of files whose rows a filter discards it reads only the
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,9 +28,8 @@ from urllib.parse import unquote, urlparse
 import duckdb
 import pyarrow as pa
 
-from archiver import layout
+from archiver import layout, layouts
 from archiver.archive import Archive
-from archiver.config import TopicSettings
 from archiver.errors import ConfigError, TerminalError
 from archiver.ledger import FileEntry
 
@@ -54,7 +54,12 @@ class TopicView:
 
     topic: str
     files: tuple[FileEntry, ...]
-    partition_columns: tuple[str, ...]
+    partition_columns: tuple[str, ...]  # directory names
+    names: dict[str, str] = field(default_factory=dict)  # directory -> column, where they differ
+
+    def column(self, directory: str) -> str:
+        """The view's column of a directory: its name, or `<name>_partition` when a data column has it."""
+        return self.names.get(directory, directory)
 
     @property
     def bytes(self) -> int:
@@ -216,7 +221,7 @@ class Engine:
     def _create_views(self, topics: list[str]) -> None:
         names = {t.lower() for t in self.views}
         for topic in topics:
-            view = self.views[topic]
+            view = self.views[topic] = self._named(self.views[topic])
             create = f"CREATE OR REPLACE TEMP VIEW {quote(topic)} AS {self._select(view)}"
             _translated(lambda sql=create: self.con.execute(sql))
             other = alias(topic)
@@ -224,33 +229,34 @@ class Engine:
                 self.con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(other)} AS SELECT * FROM {quote(topic)}")
 
     def _select(self, view: TopicView) -> str:
-        """UNION ALL BY NAME of one read_parquet per schema group, without path segments that are
-        not partition directories of the layout (the `topic=` directory, `k=v` in the prefix)."""
-        extra = [c for c in self._hive_names(view) if c not in view.partition_columns]
-        types = ", ".join(f"{_literal(c)}: {PARTITION_TYPES.get(c, 'VARCHAR')}" for c in self._hive_names(view))
+        """UNION ALL BY NAME of one read_parquet per schema group, with the partition columns taken
+        from each file's name. DuckDB prunes files on filters over expressions of `filename`, as it
+        does on hive partitions, which would instead replace a data column of the same name."""
+        start = len(self._base) + 1  # the key within DuckDB's filename (1-based)
+        columns = ", ".join(f"{_directory_value(d, start)} AS {quote(view.column(d))}" for d in view.partition_columns)
         selects = []
         for group in schema_groups(view.files):
             urls = ", ".join(_literal(self._location(f.key)) for f in group)
-            self._warn_shadowed(view, group[0])
-            exclude = f" EXCLUDE ({', '.join(quote(c) for c in extra)})" if extra else ""
-            selects.append(f"SELECT *{exclude} FROM read_parquet([{urls}], hive_partitioning = true, "
-                           f"hive_types = {{{types}}}, hive_types_autocast = false, "
+            selects.append(f"SELECT * EXCLUDE (filename){', ' + columns if columns else ''} FROM read_parquet("
+                           f"[{urls}], hive_partitioning = false, filename = true, "
                            f"union_by_name = {str(self._union_by_name).lower()})")
         return " UNION ALL BY NAME ".join(selects)
 
-    def _hive_names(self, view: TopicView) -> list[str]:
-        """Every `k=v` directory name DuckDB sees in a file's location (it parses the whole path)."""
-        location = self._location(view.files[0].key)
-        return list(dict.fromkeys(p.split("=", 1)[0] for p in location.split("/")[:-1] if "=" in p))
-
-    def _warn_shadowed(self, view: TopicView, probe: FileEntry) -> None:
-        """DuckDB lets a directory value replace a Parquet column of the same name: say so."""
-        columns = {r[0] for r in self.con.execute(
-            f"DESCRIBE SELECT * FROM read_parquet({_literal(self._location(probe.key))}, hive_partitioning = false)"
-        ).fetchall()}
-        for name in sorted(columns & set(self._hive_names(view))):
-            logger.warning("%s: the value column %r is hidden by the directory %s= of the archive path",
-                           view.topic, name, name)
+    def _named(self, view: TopicView) -> TopicView:
+        """The view with its directory columns named as the Athena table names them."""
+        taken: set[str] = set()
+        for group in schema_groups(view.files):
+            taken |= {r[0].lower() for r in self.con.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({_literal(self._location(group[0].key))}, "
+                "hive_partitioning = false)").fetchall()}
+        names = {}
+        for directory in view.partition_columns:
+            if directory.lower() in taken:
+                names[directory] = f"{directory}_partition"
+                if names[directory].lower() in taken:
+                    raise TerminalError(f"{view.topic}: partition column {names[directory]!r} clashes with a data "
+                                        "column of the same name")
+        return TopicView(view.topic, view.files, view.partition_columns, names)
 
     def _location(self, key: str) -> str:
         return self._base + key
@@ -294,6 +300,13 @@ class Explanation:
                 lines.append(f"  schema: {sum(n for _, n in probes):,} bytes of {len(probes)} footer(s) read "
                              "to bind the view: " + ", ".join(k for k, _ in probes))
         return "\n".join(lines + ["", self.plan])
+
+
+def _directory_value(directory: str, start: int) -> str:
+    """SQL for the value of `directory=` in the key of DuckDB's `filename`, typed."""
+    pattern = "^topic=[^/]+/(?:[^/]+/)*?" + re.escape(directory) + "=([^/]+)/"
+    text = f"NULLIF(regexp_extract(substr(filename, {start}), {_literal(pattern)}, 1), '')"
+    return f"CAST({text} AS {PARTITION_TYPES.get(directory, 'VARCHAR')})"
 
 
 def _pct(part: int, whole: int) -> str:
@@ -385,19 +398,24 @@ def _base_location(store_url: str) -> str:
 # --- the --topic/--key shortcut -------------------------------------------------------------------
 
 
-def topic_sql(view: TopicView, settings: TopicSettings, key: bytes | None = None, start_ms: int | None = None,
-              end_ms: int | None = None, where: str | None = None) -> str:
+def topic_sql(view: TopicView, topic_layout: layouts.TopicLayout, key: bytes | None = None,
+              start_ms: int | None = None, end_ms: int | None = None, where: str | None = None) -> str:
     """One topic's records (of one key, in [start_ms, end_ms)), in time order, with predicates on
-    the partition columns that let DuckDB skip every other file."""
+    the partition columns that let DuckDB skip every other file.
+
+    Directory predicates need the layout the files were written with: an inferred one (an archive
+    without a layout record) knows neither the bucket count nor whether `time_field` dated the
+    records, so then only the data columns are filtered.
+    """
     conditions = []
     if key is not None:
-        conditions += _key_conditions(view, settings, key)
+        conditions += _key_conditions(view, topic_layout, key)
     if start_ms is not None:
         conditions.append(f"_kafka_timestamp >= {_timestamp(start_ms)}")
     if end_ms is not None:
         conditions.append(f"_kafka_timestamp < {_timestamp(end_ms)}")
-    if settings.time_field is None:  # directories follow the record timestamp only without time_field
-        conditions += _time_conditions(view.partition_columns, start_ms, end_ms)
+    if topic_layout.time_field is None and not topic_layout.inferred:  # directories follow the record timestamp
+        conditions += _time_conditions(view.partition_columns, start_ms, end_ms, view.column)
     if where:
         conditions.append(f"({where})")
     sql = f"SELECT * FROM {quote(view.topic)}"
@@ -406,16 +424,20 @@ def topic_sql(view: TopicView, settings: TopicSettings, key: bytes | None = None
     return sql + " ORDER BY _kafka_timestamp, _kafka_partition, _kafka_offset"
 
 
-def _key_conditions(view: TopicView, settings: TopicSettings, key: bytes) -> list[str]:
+def _key_conditions(view: TopicView, topic_layout: layouts.TopicLayout, key: bytes) -> list[str]:
     conditions = []
-    if settings.key_partitioning == "hash" and "key_bucket" in view.partition_columns:
-        present = view.values("key_bucket")
-        width = len(str(settings.key_buckets - 1))
-        if any(int(b) >= settings.key_buckets or len(b) != width for b in present):
-            logger.warning("%s: the archive has key_bucket directories that key_buckets = %d does not make "
-                           "(it changed?): events written with the old count are missed", view.topic,
-                           settings.key_buckets)
-        conditions.append(f"key_bucket = {layout.key_bucket(key, settings.key_buckets)}")
+    buckets = topic_layout.key_buckets
+    if topic_layout.key_partitioning == "hash" and "key_bucket" in view.partition_columns:
+        if topic_layout.inferred:
+            logger.warning("%s has no layout record (archived before layouts were recorded): --key reads every "
+                           "key bucket; `archiver run` records the layout", view.topic)
+        else:
+            present = view.values("key_bucket")
+            width = len(str(buckets - 1))
+            if any(int(b) >= buckets or len(b) != width for b in present):
+                logger.warning("%s: the archive has key_bucket directories that key_buckets = %d does not make "
+                               "(it changed?): events written with the old count are missed", view.topic, buckets)
+            conditions.append(f"{quote(view.column('key_bucket'))} = {layout.key_bucket(key, buckets)}")
     literal = "".join(f"\\x{b:02X}" for b in key)
     conditions.append(f"_kafka_key = '{literal}'::BLOB")
     return conditions
@@ -430,16 +452,18 @@ def _timestamp(ms: int) -> str:
     return f"TIMESTAMPTZ '{_utc(ms):%Y-%m-%d %H:%M:%S.%f}+00'"
 
 
-def _time_conditions(columns: tuple[str, ...], start_ms: int | None, end_ms: int | None) -> list[str]:
-    """Lexicographic bounds on (dt, hour, minute): the directories that can hold [start, end)."""
+def _time_conditions(columns: tuple[str, ...], start_ms: int | None, end_ms: int | None,
+                     column=lambda directory: directory) -> list[str]:
+    """Lexicographic bounds on (dt, hour, minute): the directories that can hold [start, end).
+    `column` names the view's column of a directory."""
     present = [c for c in _TIME_COLUMNS if c in columns]
     if not present or present[0] != "dt":
         return []
     conditions = []
-    if start_ms is not None:
-        conditions.append(_bound(present, _time_values(start_ms), ">="))
-    if end_ms is not None:
-        conditions.append(_bound(present, _time_values(end_ms - 1), "<="))
+    for ms, op in ((start_ms, ">="), (None if end_ms is None else end_ms - 1, "<=")):
+        if ms is not None:
+            values = {quote(column(c)): v for c, v in _time_values(ms).items()}
+            conditions.append(_bound([quote(column(c)) for c in present], values, op))
     return conditions
 
 
@@ -457,18 +481,11 @@ def _bound(columns: list[str], values: dict[str, str], op: str) -> str:
     return f"({first} {strict} {values[first]} OR ({first} = {values[first]} AND {_bound(rest, values, op)}))"
 
 
-def topic_settings(config_path: str | None, topic: str, env: Mapping[str, str] = os.environ) -> TopicSettings:
-    """The topic's settings exactly as `archiver run` resolves them (TOML [defaults] and
-    [topics."T"]); connection settings are not needed to query."""
-    from archiver.config import load_run_settings
-
-    return load_run_settings(config_path, env, needs=frozenset()).for_topic(topic)
-
-
 def statement(engine: Engine, sql: str | None, topic: str | None = None, key: str | None = None,
               start: str | None = None, end: str | None = None, where: str | None = None,
-              config_path: str | None = None, now_ms: int | None = None) -> str:
-    """The SQL to run: `sql` as given, or the --topic/--key shortcut built from the options."""
+              now_ms: int | None = None) -> str:
+    """The SQL to run: `sql` as given, or the --topic/--key shortcut built from the options (in
+    the layout the archive records for the topic)."""
     shortcut = {"--key": key, "--from": start, "--to": end, "--where": where}
     if sql is not None:
         given = [name for name, value in {"--topic": topic, **shortcut}.items() if value is not None]
@@ -487,8 +504,8 @@ def statement(engine: Engine, sql: str | None, topic: str | None = None, key: st
     if start_ms is not None and end_ms is not None and start_ms >= end_ms:
         raise ConfigError(f"--from {start} is not before --to {end}")
     view = engine.topic_view(topic)
-    settings = topic_settings(config_path, topic)
-    return topic_sql(view, settings, key.encode() if key is not None else None, start_ms, end_ms, where)
+    topic_layout = layouts.of_archive(engine.archive, view.topic, list(view.files))
+    return topic_sql(view, topic_layout, key.encode() if key is not None else None, start_ms, end_ms, where)
 
 
 # --- output ---------------------------------------------------------------------------------------

@@ -118,6 +118,7 @@ class Sink:
         self._decoder_for = decoder_for
         self.key_decoder_for: Callable[[str], KeyDecoder] | None = None  # for key_format = avro
         self.log_start: Callable[[str, int], int | None] | None = None  # Kafka's first offset of a partition
+        self.check_layout: Callable[[str], None] = lambda topic: None  # ConfigError if the archive differs
         self._commit_offset = commit_offset
         self._dead_letter = dead_letter
         self._flush_dead_letters = flush_dead_letters
@@ -133,6 +134,7 @@ class Sink:
 
     def assign(self, topic: str, partition: int) -> int | None:
         """Claim the partition in the ledger; returns the offset to resume at (None: unknown)."""
+        self.check_layout(topic)
         ledger = PartitionLedger(self.store, topic, partition)
         ledger.claim()
         start = ledger.next_offset()

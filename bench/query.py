@@ -30,11 +30,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from archiver import demo, layout
+from archiver import demo, layout, layouts
 from archiver import query as query_mod
 from archiver.archive import Archive
 from archiver.codec.registry import Registry
-from archiver.config import KafkaSettings, RegistrySettings, TopicSettings
+from archiver.config import KafkaSettings, RegistrySettings
 from archiver.store import open_store
 
 ARCHIVER = str(Path(sys.executable).parent / "archiver")
@@ -70,7 +70,8 @@ def run_httpfs(url: str, topic: str, key: bytes, hour_ms: int) -> tuple[float, f
     started = time.monotonic()
     engine = query_mod.Engine(Archive(open_store(url)))
     view = engine.topic_view(topic)
-    sql = query_mod.topic_sql(view, TopicSettings(), key, hour_ms, hour_ms + 3_600_000)
+    sql = query_mod.topic_sql(view, layouts.of_archive(engine.archive, topic, list(view.files)), key, hour_ms,
+                              hour_ms + 3_600_000)
     engine.prepare(sql)
     opened = time.monotonic()
     explanation = engine.explain(sql)  # executes the query (EXPLAIN ANALYZE)

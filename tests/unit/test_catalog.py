@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 
 import pyarrow as pa
@@ -11,13 +12,14 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, assume, given, settings
 
-from archiver import catalog, demo
+from archiver import catalog, demo, layout, layouts
 from archiver.archive import Archive
 from archiver.catalog import PartitionColumn, TableSpec, hive_type
 from archiver.cli import cli
 from archiver.codec.arrow import arrow_schema, nullable_schema
 from archiver.config import TopicSettings
 from archiver.errors import ConfigError, TerminalError
+from archiver.layouts import TopicLayout
 from archiver.store import open_store
 from archiver.writer.buffer import Rotation
 from tests.unit.test_codec_arrow import record, schemas
@@ -190,7 +192,7 @@ def projection(columns: list[PartitionColumn]) -> dict[str, dict[str, str]]:
 
 
 def test_default_layout_projects_dt_hour_and_two_digit_key_buckets():
-    columns = catalog.partition_columns(TopicSettings(), "2025-11-24", ["event_id"])
+    columns = catalog.partition_columns(TopicLayout(), "2025-11-24", ["event_id"])
     assert [(c.name, c.directory) for c in columns] == [("dt", "dt"), ("hour", "hour"), ("key_bucket", "key_bucket")]
     p = projection(columns)
     assert p["dt"] == {"type": "date", "format": "yyyy-MM-dd", "range": "2025-11-24,NOW", "interval": "1",
@@ -203,7 +205,7 @@ def test_default_layout_projects_dt_hour_and_two_digit_key_buckets():
 def test_key_bucket_digits_are_the_layouts_zero_padding(buckets):
     from archiver import layout
 
-    (column,) = catalog.partition_columns(TopicSettings(time_granularity="day", key_buckets=buckets), "2025-01-01",
+    (column,) = catalog.partition_columns(TopicLayout(time_granularity="day", key_buckets=buckets), "2025-01-01",
                                           [])[1:]
     for bucket in (0, buckets - 1):
         value = layout.bucket_path(bucket, buckets).split("=")[1]
@@ -213,14 +215,14 @@ def test_key_bucket_digits_are_the_layouts_zero_padding(buckets):
 
 
 def test_minute_granularity_and_no_key_partitioning():
-    columns = catalog.partition_columns(TopicSettings(time_granularity="minute", key_partitioning="none"),
+    columns = catalog.partition_columns(TopicLayout(time_granularity="minute", key_partitioning="none"),
                                         "2025-01-01", [])
     assert [c.name for c in columns] == ["dt", "hour", "minute"]
     assert projection(columns)["minute"] == {"type": "integer", "range": "0,59", "digits": "2"}
 
 
 def test_a_field_partition_is_an_enum_renamed_when_the_field_is_also_a_column():
-    settings = TopicSettings(key_partitioning="field", key_field="country", key_field_values=("US", "FR", "a b"),
+    settings = TopicLayout(key_partitioning="field", key_field="country", key_field_values=("US", "FR", "a b"),
                              time_granularity="day")
     (_, column) = catalog.partition_columns(settings, "2025-01-01", ["event_id", "country"])
     assert (column.name, column.directory) == ("country_partition", "country")
@@ -229,13 +231,13 @@ def test_a_field_partition_is_an_enum_renamed_when_the_field_is_also_a_column():
 
 
 def test_a_value_column_named_like_a_time_directory_renames_the_partition_column():
-    columns = catalog.partition_columns(TopicSettings(), "2025-01-01", ["DT", "hour_partition"])
+    columns = catalog.partition_columns(TopicLayout(), "2025-01-01", ["DT", "hour_partition"])
     assert [c.name for c in columns] == ["dt_partition", "hour", "key_bucket"]
     spec = TableSpec("t", "t", None, "s3://b/topic=t/", (("DT", pa.string()),), tuple(columns))
     assert spec.properties()["storage.location.template"] == \
         "s3://b/topic=t/dt=${dt_partition}/hour=${hour}/key_bucket=${key_bucket}/"
     with pytest.raises(TerminalError, match="partition column 'hour_partition' clashes with a data column"):
-        catalog.partition_columns(TopicSettings(), "2025-01-01", ["hour", "hour_partition"])
+        catalog.partition_columns(TopicLayout(), "2025-01-01", ["hour", "hour_partition"])
 
 
 # --- tables of a real (local) archive -----------------------------------------------------------
@@ -272,7 +274,7 @@ def v2_messages(count: int, first_offset: int):
 
 def test_columns_are_the_newest_schemas_file_schema_in_order(store):
     archive = archive_with(store, TopicSettings(), messages(30), v2_messages(30, 30))
-    spec = catalog.table_spec(archive, "t", TopicSettings(), "s3://b/p/topic=t/")
+    spec = catalog.table_spec(archive, "t", "s3://b/p/topic=t/")
     v2_file = next(f for f in archive.files("t") if f.schema_ids == [2])
     schema = archive.read(v2_file).schema
     assert [n for n, _ in spec.columns] == schema.names
@@ -286,21 +288,43 @@ def test_tombstone_only_files_are_not_used_for_columns(store):
     for m in tombstones:
         m._value = None
     archive = archive_with(store, TopicSettings(), messages(30), tombstones)
-    spec = catalog.table_spec(archive, "t", TopicSettings(), "s3://b/p/topic=t/")
+    spec = catalog.table_spec(archive, "t", "s3://b/p/topic=t/")
     assert spec.columns[0][0] == "event_id"
 
 
-def test_settings_that_differ_from_the_archived_layout_are_refused(store):
+def test_the_table_follows_the_layout_the_archive_records_not_a_configuration(store):
+    archive = archive_with(store, TopicSettings(time_granularity="day", key_buckets=8), messages(30))
+    layouts.record(store, "t", TopicLayout(time_granularity="day", key_buckets=8))
+    spec = catalog.table_spec(archive, "t", "s3://b/topic=t/")
+    assert [p.name for p in spec.partitions] == ["dt", "key_bucket"]
+    assert dict(spec.partitions[1].projection)["range"] == "0,7"
+
+
+def test_an_archive_without_a_record_is_described_by_its_directories(store, caplog):
+    archive = archive_with(store, TopicSettings(time_granularity="day", key_partitioning="field", key_field="country",
+                                                key_field_values=("FR", "DE")), messages(60))
+    with caplog.at_level(logging.WARNING):
+        spec = catalog.table_spec(archive, "t", "s3://b/topic=t/")
+    assert "no layout record" in caplog.text
+    assert [p.name for p in spec.partitions] == ["dt", "country_partition"]
+    present = {layout.parse_data_key(f.key).partition_values()["country"] for f in archive.files("t")}
+    assert set(dict(spec.partitions[1].projection)["values"].split(",")) == present | {"_other", "_null"}
+
+
+def test_files_outside_the_recorded_layout_are_refused(store):
     archive = archive_with(store, TopicSettings(time_granularity="day"), messages(30))
-    with pytest.raises(ConfigError, match=r"archived under dt/key_bucket directories but the settings give "
-                                          r"dt/hour/key_bucket"):
-        catalog.table_spec(archive, "t", TopicSettings(), "s3://b/topic=t/")
-    with pytest.raises(ConfigError, match=r"key_bucket=\d\d, outside what its settings allow \(0,9 with 1 digits"):
-        catalog.table_spec(archive, "t", TopicSettings(time_granularity="day", key_buckets=10), "s3://b/topic=t/")
+    layouts.record(store, "t", TopicLayout())
+    with pytest.raises(ConfigError, match=r"archived under dt/key_bucket directories but its layout gives "
+                                          r"dt/hour/key_bucket \(see README: changing a topic's layout\)"):
+        catalog.table_spec(archive, "t", "s3://b/topic=t/")
+    store.delete(layout.layout_key("t"))
+    layouts.record(store, "t", TopicLayout(time_granularity="day", key_buckets=10))
+    with pytest.raises(ConfigError, match=r"key_bucket=\d\d, outside what its layout allows \(0,9 with 1 digits"):
+        catalog.table_spec(archive, "t", "s3://b/topic=t/")
 
 
 def test_ddl_statement_of_a_small_table():
-    columns = catalog.partition_columns(TopicSettings(time_granularity="day", key_buckets=4), "2025-11-24", ["a"])
+    columns = catalog.partition_columns(TopicLayout(time_granularity="day", key_buckets=4), "2025-11-24", ["a"])
     spec = TableSpec("web.events", "web_events", "db", "s3://bucket/it's/topic=web.events/",
                      (("a", pa.int64()), ("select", pa.struct([pa.field("from", pa.string())]))), tuple(columns))
     assert spec.ddl() == """CREATE EXTERNAL TABLE `db`.`web_events` (
@@ -357,7 +381,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, monkeypatch):
 
 def small_spec(columns=None) -> TableSpec:
     return TableSpec("t", "t", "db", "s3://b/topic=t/", tuple(columns or [("a", pa.int64())]),
-                     tuple(catalog.partition_columns(TopicSettings(time_granularity="day"), "2025-01-01", ["a"])))
+                     tuple(catalog.partition_columns(TopicLayout(time_granularity="day"), "2025-01-01", ["a"])))
 
 
 def as_glue_returns_it(table_input: dict) -> dict:

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archiver import layout
+from archiver import layout, layouts
 from archiver import query as q
 from archiver.archive import Archive
-from archiver.config import TopicSettings
 from archiver.errors import ConfigError
+from archiver.layouts import TopicLayout
 from archiver.ledger import Entry, FileEntry
 from archiver.store.local import LocalStore
 
@@ -110,7 +110,7 @@ def test_explain_lists_exactly_the_files_of_the_selected_partition(fake, engine)
               if f"hour={datetime.fromtimestamp((T0 + HOUR) / 1000, UTC).hour:02d}" in f.key
               and f"key_bucket={layout.key_bucket(b'c', 4)}" in f.key}
     view = engine.topic_view("web-events")
-    sql = q.topic_sql(view, TopicSettings(key_buckets=4), b"c", T0 + HOUR, T0 + 2 * HOUR)
+    sql = q.topic_sql(view, TopicLayout(key_buckets=4), b"c", T0 + HOUR, T0 + 2 * HOUR)
     engine.prepare(sql)
     explanation = engine.explain(sql)
     assert {f.key for f, _ in explanation.files_read("web-events")} == wanted
@@ -152,11 +152,36 @@ def test_a_column_added_without_a_new_schema_id_is_read_by_name(fake, engine, ca
     assert "reading every footer" in caplog.text
 
 
-def test_a_value_column_named_like_a_directory_is_reported(fake, engine, caplog):
-    fake.add(_rows([b"a"], T0, 0, {"topic": pa.array(["x"])}), 0, T0, 0)
-    with caplog.at_level(logging.WARNING):
-        engine.prepare('SELECT * FROM "web-events"')
-    assert "value column 'topic' is hidden" in caplog.text
+def test_a_value_column_named_like_a_directory_keeps_the_files_values(fake, engine):
+    fake.add(_rows([b"a"], T0, 0, {"topic": pa.array(["x"]), "hour": pa.array([99])}), 0, T0, 0)
+    engine.prepare('SELECT * FROM "web-events"')
+    (row,) = engine.run('SELECT topic, hour, hour_partition FROM "web-events"').to_pylist()
+    assert row == {"topic": "x", "hour": 99, "hour_partition": datetime.fromtimestamp(T0 / 1000, UTC).hour}
+
+
+def test_a_field_partitioned_topic_shows_the_files_values_and_the_directory_as_field_partition(tmp_path):
+    store = LocalStore(tmp_path / "archive")
+    files = {"FR": ["FR", "FR"], "_other": ["GB", "US"], "_null": [None]}
+    for i, (directory, countries) in enumerate(files.items()):
+        table = _rows([b"k"] * len(countries), T0, 0).set_column(0, "country", pa.array(countries, pa.string()))
+        key = layout.DataKey("orders", 0, 10 * i, 1, f"dt=2025-11-24/country={directory}").format()
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        store.put(key, buf.getvalue())
+        entry = FileEntry(key, table.num_rows, len(buf.getvalue()), "", 10 * i, 10 * i + 9, T0, T0, [1])
+        store.put(layout.ledger_key("orders", 0, i + 1), Entry(i + 1, 1, "commit", 10 * i, 10 * i + 10, [entry],
+                                                               table.num_rows).to_json())
+    engine = q.Engine(Archive(store))
+    try:
+        sql = 'SELECT country, country_partition FROM orders WHERE country_partition = \'_other\' ORDER BY 1'
+        engine.prepare(sql)
+        assert engine.run(sql).to_pylist() == [{"country": "GB", "country_partition": "_other"},
+                                               {"country": "US", "country_partition": "_other"}]
+        explanation = engine.explain(sql)
+        assert [f.key.split("/")[2] for f, _ in explanation.files_read("orders")] == ["country=_other"]
+        assert "country" in engine.run('SELECT * FROM orders').column_names
+    finally:
+        engine.close()
 
 
 def test_key_shortcut_quotes_any_key_bytes(fake, engine):
@@ -164,8 +189,8 @@ def test_key_shortcut_quotes_any_key_bytes(fake, engine):
     fake.add_key(key, T0)
     fake.add_key(b"other", T0)
     view = engine.topic_view("web-events")
-    sql = q.topic_sql(view, TopicSettings(key_buckets=4), key)
-    assert f"key_bucket = {layout.key_bucket(key, 4)}" in sql
+    sql = q.topic_sql(view, TopicLayout(key_buckets=4), key)
+    assert f'"key_bucket" = {layout.key_bucket(key, 4)}' in sql
     engine.prepare(sql)
     assert set(engine.run(sql)["_kafka_key"].to_pylist()) == {key}
 
@@ -173,7 +198,7 @@ def test_key_shortcut_quotes_any_key_bytes(fake, engine):
 def test_key_shortcut_warns_when_the_archive_has_buckets_the_settings_do_not_make(fake, engine, caplog):
     fake.add_key(b"a", T0)
     with caplog.at_level(logging.WARNING):
-        q.topic_sql(engine.topic_view("web-events"), TopicSettings(key_buckets=400), b"a")
+        q.topic_sql(engine.topic_view("web-events"), TopicLayout(key_buckets=400), b"a")
     assert "key_buckets = 400" in caplog.text
 
 
@@ -205,13 +230,17 @@ def test_statement_options():
     assert q.statement(None, "SELECT 1") == "SELECT 1"
 
 
-def test_topic_settings_follow_the_run_configuration(tmp_path):
-    config = tmp_path / "archiver.toml"
-    config.write_text('[defaults]\nkey_buckets = 8\n[topics."orders"]\nkey_buckets = 32\n')
-    assert q.topic_settings(str(config), "orders", env={}).key_buckets == 32
-    assert q.topic_settings(str(config), "web-events", env={}).key_buckets == 8
-    assert q.topic_settings(None, "web-events", env={}).key_buckets == 16
-
+def test_key_shortcut_takes_the_bucket_count_from_the_archives_record(fake, engine, caplog):
+    fake.add_key(b"c", T0)
+    with caplog.at_level(logging.WARNING):
+        sql = q.statement(engine, None, topic="web-events", key="c")
+    assert "key_bucket" not in sql  # no record: the bucket count is unknown, every bucket is read
+    assert "no layout record" in caplog.text
+    assert set(engine.run(sql)["_kafka_key"].to_pylist()) == {b"c"}
+    layouts.record(fake.store, "web-events", TopicLayout(key_buckets=4))
+    sql = q.statement(engine, None, topic="web-events", key="c")
+    assert f'"key_bucket" = {layout.key_bucket(b"c", 4)}' in sql
+    assert set(engine.run(sql)["_kafka_key"].to_pylist()) == {b"c"}
 
 def _result() -> pa.Table:
     return pa.table({"country": ["FR", None], "n": [3, 1],
