@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from archiver import __version__
+from archiver import __version__, terminal
 from archiver.errors import ArchiverError
 
 
@@ -36,7 +36,7 @@ registry_option = click.option("--schema-registry-url", envvar="ARCHIVER_SCHEMA_
                                help="Schema Registry URL [env ARCHIVER_SCHEMA_REGISTRY_URL]")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=terminal.Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="archiver")
 @click.option("-v", "--verbose", count=True, help="More logging (-v INFO, -vv DEBUG).")
 def cli(verbose: int) -> None:
@@ -387,7 +387,14 @@ def compact(archive_url, topics, target_size, row_group_size, closed_after, grac
         grace_s=compact_mod.parse_duration(grace, "--grace"),
         stale_after_s=compact_mod.parse_duration(stale_after, "--stale-after"), sort_by=sort_by)
     chosen = [t.strip() for t in topics.split(",") if t.strip()] if topics else None
-    report = compact_mod.compact(Archive(open_store(archive_url)), chosen, settings, dry_run=dry_run)
+    progress = terminal.Progress()
+    try:
+        report = compact_mod.compact(Archive(open_store(archive_url)), chosen, settings, dry_run=dry_run,
+                                     progress=lambda done, total: progress.show(
+                                         f"{'planned' if dry_run else 'compacted'} {done}/{total} partitions",
+                                         force=done == total))
+    finally:
+        progress.close()
     for p in report.partitions:
         if p.files_in or p.deleted_files or p.removed_stale:
             click.echo(json.dumps(_plain(p)))
@@ -480,9 +487,12 @@ def status(config_path, bootstrap_servers, archive_url, group_id, topics, fmt):
 @click.option("--quick", is_flag=True, help="Ledger and object listing only; download no data.")
 @click.option("--strict", is_flag=True, help="Orphan objects are problems too (exit 1).")
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Files read in parallel.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @_one_line_errors
-def verify(archive_url, topics, quick, strict, workers):
+def verify(archive_url, topics, quick, strict, workers, fmt):
     """Audit the archive against its ledger: files, checksums, rows, gaps, duplicates, orphans."""
+    import json
+
     from archiver import audit
     from archiver.archive import Archive
     from archiver.errors import ConfigError
@@ -491,13 +501,26 @@ def verify(archive_url, topics, quick, strict, workers):
     if not archive_url:
         raise ConfigError("archive url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
     requested = [t.strip() for t in topics.split(",") if t.strip()] if topics else None
-    report = audit.verify(Archive(open_store(archive_url)), requested, quick=quick, workers=workers)
-    for problem in report.problems:
-        click.echo(f"problem: {problem}")
-    for orphan in report.orphans:
-        click.echo(f"{'problem' if strict else 'warning'}: {orphan}")
-    click.echo(report.summary())
-    sys.exit(1 if report.problems or (strict and report.orphans) else 0)
+    progress = terminal.Progress()
+
+    def checked(r: audit.Report, force: bool = False) -> None:
+        progress.show(f"checked {r.checked:,} files of {r.partitions} partition(s)", force)
+
+    try:
+        report = audit.verify(Archive(open_store(archive_url)), requested, quick=quick, workers=workers,
+                              progress=checked)
+        checked(report, force=True)
+    finally:
+        progress.close()
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(strict), indent=2))
+    else:
+        for problem in report.problems:
+            click.echo(f"problem: {problem}")
+        for orphan in report.orphans:
+            click.echo(f"{'problem' if strict else 'warning'}: {orphan}")
+        click.echo(report.summary())
+    sys.exit(terminal.EXIT_OK if report.passes(strict) else terminal.EXIT_FAILURE)
 
 
 @cli.command()
