@@ -17,9 +17,20 @@ from archiver import terminal
 from archiver.archive import Archive
 from archiver.cli import cli
 from archiver.errors import ConfigError
-from tests.unit.test_audit import T, built, store  # noqa: F401 (fixtures: an archive of 2 partitions)
+from archiver.store import open_store
+from tests.unit.test_audit import Builder, T
 
 ARCHIVER = str(Path(sys.executable).parent / "archiver")
+
+
+@pytest.fixture
+def built(tmp_path) -> Builder:
+    """Partition 0: offsets 0..99 in two commits of two files each; partition 1: 0..9 in one file."""
+    b = Builder(open_store(f"file://{tmp_path}"))
+    b.entry(0, 0, 50, [b.file(0, list(range(0, 50, 2)), "0"), b.file(0, list(range(1, 50, 2)), "1")])
+    b.entry(0, 50, 100, [b.file(0, list(range(50, 100, 2)), "0"), b.file(0, list(range(51, 100, 2)), "1")])
+    b.entry(1, 0, 10, [b.file(1, list(range(10)), "0")])
+    return b
 
 
 @pytest.fixture
@@ -28,7 +39,7 @@ def url(tmp_path, built) -> str:
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([ARCHIVER, *args], capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run([ARCHIVER, *args], capture_output=True, text=True, timeout=120, env=env, check=False)
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------------------
@@ -70,8 +81,8 @@ def test_a_url_with_no_archive_under_it_is_bad_input_naming_the_url(tmp_path, bu
     mistyped = f"file://{tmp_path}/archvie"
     result = CliRunner().invoke(cli, [*command, "--archive-url", mistyped])
     assert result.exit_code == 2
-    assert result.output.splitlines() == [f"archiver: error: no archive at {mistyped}/: nothing under _ledger/ "
-                                          "or topic=*/ (a mistyped bucket or prefix?)"]
+    assert result.output.splitlines() == [(f"archiver: error: no archive at {mistyped}/: nothing under _ledger/ "
+                                           "or topic=*/ (a mistyped bucket or prefix?)")]
 
 
 def test_a_ledger_or_data_alone_make_an_archive(built):

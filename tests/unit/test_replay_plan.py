@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from archiver import layout
+from archiver import layout, republish
 from archiver import replay as replay_mod
-from archiver import republish
 from archiver.archive import Archive
 from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry
