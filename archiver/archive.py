@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry, PartitionLedger
 from archiver.store import ObjectStore
 
@@ -21,6 +22,15 @@ class Archive:
 
     def topics(self) -> list[str]:
         return [m[1] for m in self._distinct("_ledger/topic=", r"_ledger/topic=([^/]+)/")]
+
+    def require(self) -> None:
+        """Raise ConfigError unless something archiver writes is under the URL (a ledger, or data of a
+        topic): a mistyped prefix must not read as an empty, healthy archive."""
+        for prefix in ("_ledger/", "topic="):
+            if next(iter(self.store.list(prefix)), None) is not None:
+                return
+        raise ConfigError(f"no archive at {self.store.url}: nothing under _ledger/ or topic=*/ "
+                          "(a mistyped bucket or prefix?)")
 
     def partitions(self, topic: str) -> list[int]:
         return sorted(int(m[1]) for m in self._distinct(f"_ledger/topic={topic}/", r".*/partition=(\d+)/"))

@@ -17,6 +17,7 @@ dead-lettered records), so "no gap" is proved by the ranges, never by counting r
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -79,9 +80,24 @@ class Report:
     rows: int = 0
     bytes: int = 0
 
+    checked: int = 0  # files checked so far (for progress; `files` counts them as their partition starts)
+
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def passes(self, strict: bool = False) -> bool:
+        """No problem, and with `strict` no orphan either: `verify` exits 0 exactly then."""
+        return self.ok and not (strict and self.orphans)
+
+    def to_dict(self, strict: bool = False) -> dict:
+        """One JSON document: every problem and orphan, the counts covered, and the verdict."""
+        counts = ("topics", "partitions", "entries", "files", "rows", "bytes")
+        return {"ok": self.passes(strict), "quick": self.quick, "strict": strict,
+                "problems": [dataclasses.asdict(p) | {"message": str(p)} for p in self.problems],
+                "orphans": [dataclasses.asdict(o) for o in self.orphans],
+                "summary": {k: getattr(self, k) for k in counts}
+                | {"problems": len(self.problems), "orphans": len(self.orphans)}}
 
     def summary(self) -> str:
         checked = "ledger and object listing" if self.quick else "ledger and data"
@@ -318,11 +334,13 @@ class SeenOffsets:
 
 
 def verify(archive: Archive, topics: Iterable[str] | None = None, quick: bool = False,
-           workers: int = 4) -> Report:
+           workers: int = 4, progress: Callable[[Report], None] | None = None) -> Report:
     """Audit `topics` (default: every archived topic) against the ledger; never raises for what it finds.
 
-    Raises ConfigError for a topic the archive does not hold.
+    `progress` is called with the report so far after each file checked.
+    Raises ConfigError for a URL with no archive under it, or a topic the archive does not hold.
     """
+    archive.require()
     known = archive.topics()
     wanted = list(topics) if topics else known
     for topic in wanted:
@@ -331,12 +349,12 @@ def verify(archive: Archive, topics: Iterable[str] | None = None, quick: bool = 
     report = Report(quick=quick)
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
         for topic in wanted:
-            _verify_topic(archive, topic, report, quick, pool, workers)
+            _verify_topic(archive, topic, report, quick, pool, workers, progress or (lambda _: None))
     return report
 
 
 def _verify_topic(archive: Archive, topic: str, report: Report, quick: bool,
-                  pool: concurrent.futures.Executor, workers: int) -> None:
+                  pool: concurrent.futures.Executor, workers: int, progress: Callable[[Report], None]) -> None:
     # Listing data before reading intents and then the ledger means an object uploaded
     # meanwhile is either absent from the listing or named by an intent or entry read later.
     listed = dict(archive.store.list_sizes(f"topic={topic}/"))
@@ -359,8 +377,11 @@ def _verify_topic(archive: Archive, topic: str, report: Report, quick: bool,
                             for key, why in layouts.misplaced(recorded, (f.key for f in files), reference)]
         if quick:
             report.problems += _check_listed(archive.store, topic, partition, files, listed)
+            report.checked += len(files)
+            progress(report)
         else:
-            report.problems += _check_data(archive.store, topic, partition, files, pool, workers)
+            report.problems += _check_data(archive.store, topic, partition, files, pool, workers,
+                                           lambda: _count_checked(report, progress))
     report.orphans += [Orphan(topic, key) for key in sorted(set(listed) - referenced - in_flight)]
 
 
@@ -389,8 +410,13 @@ def _check_listed(store: ObjectStore, topic: str, partition: int, files: list[Fi
     return problems
 
 
+def _count_checked(report: Report, progress: Callable[[Report], None]) -> None:
+    report.checked += 1
+    progress(report)
+
+
 def _check_data(store: ObjectStore, topic: str, partition: int, files: list[FileEntry],
-                pool: concurrent.futures.Executor, workers: int) -> list[Problem]:
+                pool: concurrent.futures.Executor, workers: int, checked: Callable[[], None]) -> list[Problem]:
     """Every live file read and checked in `pool`, then offsets merged for duplicates across files."""
     problems: list[Problem] = []
     seen = SeenOffsets()
@@ -404,6 +430,7 @@ def _check_data(store: ObjectStore, topic: str, partition: int, files: list[File
         return check_file(topic, partition, f, data)
 
     for f, result in zip(files, _bounded_map(pool, check, files, workers * 2)):
+        checked()
         problems += result.problems
         if result.offsets is not None:
             again = seen.add(result.offsets)

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from archiver import __version__
+from archiver import __version__, terminal
 from archiver.errors import ArchiverError
 
 
@@ -36,7 +36,7 @@ registry_option = click.option("--schema-registry-url", envvar="ARCHIVER_SCHEMA_
                                help="Schema Registry URL [env ARCHIVER_SCHEMA_REGISTRY_URL]")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=terminal.Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="archiver")
 @click.option("-v", "--verbose", count=True, help="More logging (-v INFO, -vv DEBUG).")
 def cli(verbose: int) -> None:
@@ -254,8 +254,10 @@ def replay(archive_url, topic, to_topic, to_original, from_, to, partitions, off
            exactly_once, checkpoint, rate, checkpoint_every, dry_run):
     """Re-publish archived records of TOPIC into Kafka, faithfully and resumably."""
     import json
+    import os
 
     from archiver import replay as replay_mod
+    from archiver import republish
     from archiver.archive import Archive
     from archiver.errors import ConfigError
     from archiver.store import open_store
@@ -268,14 +270,22 @@ def replay(archive_url, topic, to_topic, to_original, from_, to, partitions, off
         raise ConfigError("--exactly-once needs --checkpoint NAME (it names the transactional producer)")
     selection = _selection(replay_mod, topic, from_, to, partitions, offsets, keys, keys_file, where)
     archive = Archive(open_store(archive_url))
-    plan = replay_mod.plan(archive, selection)
     target = to_topic or topic
-    if dry_run:
+    kafka = _target_kafka(target_bootstrap_servers)
+    buckets = replay_mod.configured_key_buckets(topic, os.environ.get("ARCHIVER_CONFIG")) if selection.keys else None
+    plan = replay_mod.plan(archive, selection, buckets)
+    if dry_run:  # the same checks of the target as a replay, then the plan
+        republish.check_original_partitions(target, republish.target_partitions(kafka, target), partitioning,
+                                            (p.partition for p in plan.partitions))
         click.echo(json.dumps(plan.describe() | {"target_topic": target, "partitioning": partitioning}, indent=2))
         return
-    summary = _publish(archive, selection, plan, target, partitioning, target_bootstrap_servers,
-                       target_schema_registry_url, add_lineage_headers, exactly_once, checkpoint, rate,
-                       checkpoint_every)
+    saved = None
+    if checkpoint:
+        saved = (republish.KafkaCheckpoint(kafka, checkpoint) if exactly_once
+                 else republish.StoreCheckpoint(archive.store, checkpoint))
+    summary = _publish(archive, (selection, republish.selection_spec(selection, from_, to)), plan, buckets, target,
+                       partitioning, kafka, target_schema_registry_url, add_lineage_headers, exactly_once, saved,
+                       rate, checkpoint_every)
     click.echo(json.dumps(summary))
 
 
@@ -301,41 +311,50 @@ def _selection(replay_mod, topic, from_, to, partitions, offsets, keys, keys_fil
                                 frozenset(wanted) if wanted else None, where)
 
 
-def _publish(archive, selection, plan, target, partitioning, target_bootstrap_servers, target_registry_url,
-             lineage, exactly_once, checkpoint_name, rate, batch_records):
+def _target_kafka(target_bootstrap_servers):
+    """The target cluster: --target-bootstrap-servers and ARCHIVER_TARGET_KAFKA_*, else ARCHIVER_KAFKA_*."""
     import os
-    import sys
 
-    from archiver import replay as replay_mod
-    from archiver import republish, runtime
     from archiver.config import KafkaSettings
 
     env = dict(os.environ)
     if not env.get("ARCHIVER_TARGET_KAFKA_BOOTSTRAP_SERVERS"):
         env = {k.replace("ARCHIVER_KAFKA_", "ARCHIVER_TARGET_KAFKA_"): v for k, v in env.items()} | env
-    kafka = KafkaSettings.from_env(env, prefix="ARCHIVER_TARGET_KAFKA_", flag="--target-bootstrap-servers",
-                                   bootstrap_servers=target_bootstrap_servers)
-    schema_ids = _register_target_schemas(archive, plan, target, target_registry_url) if target_registry_url else {}
-    if exactly_once:
-        checkpoint = republish.KafkaCheckpoint(kafka, checkpoint_name)
-    else:
-        checkpoint = republish.StoreCheckpoint(archive.store, checkpoint_name) if checkpoint_name else None
+    return KafkaSettings.from_env(env, prefix="ARCHIVER_TARGET_KAFKA_", flag="--target-bootstrap-servers",
+                                  bootstrap_servers=target_bootstrap_servers)
+
+
+def _publish(archive, selected, plan, buckets, target, partitioning, kafka, target_registry_url, lineage,
+             exactly_once, checkpoint, rate, batch_records):
+    """`selected`: the selection and its description (`republish.selection_spec`) for the checkpoint."""
+    import sys
+
+    from archiver import replay as replay_mod
+    from archiver import republish, runtime
+
     records_per_s, bytes_per_s = replay_mod.parse_rate(rate)
     limiter = replay_mod.RateLimiter(records_per_s, bytes_per_s) if rate else None
-    total = plan.max_records
+    selection, spec = selected
 
     def show(stats):
+        total = plan.max_records  # of the plan in effect (a resumed replay plans again)
         elapsed = max(1e-6, __import__("time").monotonic() - stats.started)
         eta = (total - stats.records) / (stats.records / elapsed) if stats.records else 0
         click.echo(f"\rreplayed {stats.records:,}/{total:,} records, {stats.bytes / 1e6:.1f} MB, "
                    f"ETA {max(0, eta):.0f}s ", nl=False, err=True)
 
     publisher = republish.Publisher(kafka, target, partitioning, source_topic=selection.topic, lineage=lineage,
-                                    schema_ids=schema_ids, checkpoint=checkpoint, transactional=exactly_once,
+                                    checkpoint=checkpoint, transactional=exactly_once,
                                     rate=limiter, progress=show if sys.stderr.isatty() else None,
                                     batch_records=batch_records)
+    progress = {}
+    if checkpoint:  # loaded once the publisher fenced an earlier run of the same replay
+        progress, resumed = republish.resume(checkpoint, target, selection, spec)
+        if resumed != selection:  # the first run's time range
+            selection, plan = resumed, replay_mod.plan(archive, resumed, buckets)
     publisher.check_original_partitions(p.partition for p in plan.partitions)
-    progress = checkpoint.load() if checkpoint else {}
+    if target_registry_url:
+        publisher.schema_ids = _register_target_schemas(archive, plan, target, target_registry_url)
     reader = replay_mod.Reader(archive, selection)
     runtime.tune_gc()
     stats = publisher.publish(reader.stream(plan.partitions, progress), progress)
@@ -409,7 +428,14 @@ def compact(archive_url, topics, target_size, row_group_size, closed_after, grac
         grace_s=compact_mod.parse_duration(grace, "--grace"),
         stale_after_s=compact_mod.parse_duration(stale_after, "--stale-after"), sort_by=sort_by)
     chosen = [t.strip() for t in topics.split(",") if t.strip()] if topics else None
-    report = compact_mod.compact(Archive(open_store(archive_url)), chosen, settings, dry_run=dry_run)
+    progress = terminal.Progress()
+    try:
+        report = compact_mod.compact(Archive(open_store(archive_url)), chosen, settings, dry_run=dry_run,
+                                     progress=lambda done, total: progress.show(
+                                         f"{'planned' if dry_run else 'compacted'} {done}/{total} partitions",
+                                         force=done == total))
+    finally:
+        progress.close()
     for p in report.partitions:
         if p.files_in or p.deleted_files or p.removed_stale:
             click.echo(json.dumps(_plain(p)))
@@ -502,9 +528,12 @@ def status(config_path, bootstrap_servers, archive_url, group_id, topics, fmt):
 @click.option("--quick", is_flag=True, help="Ledger and object listing only; download no data.")
 @click.option("--strict", is_flag=True, help="Orphan objects are problems too (exit 1).")
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Files read in parallel.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @_one_line_errors
-def verify(archive_url, topics, quick, strict, workers):
+def verify(archive_url, topics, quick, strict, workers, fmt):
     """Audit the archive against its ledger: files, checksums, rows, gaps, duplicates, orphans."""
+    import json
+
     from archiver import audit
     from archiver.archive import Archive
     from archiver.errors import ConfigError
@@ -513,13 +542,26 @@ def verify(archive_url, topics, quick, strict, workers):
     if not archive_url:
         raise ConfigError("archive url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
     requested = [t.strip() for t in topics.split(",") if t.strip()] if topics else None
-    report = audit.verify(Archive(open_store(archive_url)), requested, quick=quick, workers=workers)
-    for problem in report.problems:
-        click.echo(f"problem: {problem}")
-    for orphan in report.orphans:
-        click.echo(f"{'problem' if strict else 'warning'}: {orphan}")
-    click.echo(report.summary())
-    sys.exit(1 if report.problems or (strict and report.orphans) else 0)
+    progress = terminal.Progress()
+
+    def checked(r: audit.Report, force: bool = False) -> None:
+        progress.show(f"checked {r.checked:,} files of {r.partitions} partition(s)", force)
+
+    try:
+        report = audit.verify(Archive(open_store(archive_url)), requested, quick=quick, workers=workers,
+                              progress=checked)
+        checked(report, force=True)
+    finally:
+        progress.close()
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(strict), indent=2))
+    else:
+        for problem in report.problems:
+            click.echo(f"problem: {problem}")
+        for orphan in report.orphans:
+            click.echo(f"{'problem' if strict else 'warning'}: {orphan}")
+        click.echo(report.summary())
+    sys.exit(terminal.EXIT_OK if report.passes(strict) else terminal.EXIT_FAILURE)
 
 
 @cli.command()

@@ -116,17 +116,24 @@ class Report:
 
 def compact(archive: Archive, topics: Iterable[str] | None = None, settings: CompactSettings = CompactSettings(),
             partitions: Callable[[str], Iterable[int]] | None = None, now: Callable[[], float] = time.time,
-            dry_run: bool = False) -> Report:
-    """Compact every (or the given) topic's partitions, then delete files replaced long enough ago."""
+            dry_run: bool = False, progress: Callable[[int, int], None] | None = None) -> Report:
+    """Compact every (or the given) topic's partitions, then delete files replaced long enough ago.
+
+    `progress(done, total)` is called after each partition. Raises ConfigError for a URL with no
+    archive under it, or a topic the archive does not hold.
+    """
+    archive.require()
     known = archive.topics()
     chosen = list(topics) if topics else known
     unknown = sorted(set(chosen) - set(known))
     if unknown:
         raise ConfigError(f"topic {unknown[0]!r} is not in the archive {archive.store.url}")
+    work = [(t, p) for t in chosen for p in (partitions(t) if partitions else archive.partitions(t))]
     report = Report()
-    for topic in chosen:
-        for p in (partitions(topic) if partitions else archive.partitions(topic)):
-            report.partitions.append(compact_partition(archive.store, topic, p, settings, now, dry_run))
+    for topic, p in work:
+        report.partitions.append(compact_partition(archive.store, topic, p, settings, now, dry_run))
+        if progress:
+            progress(len(report.partitions), len(work))
     return report
 
 

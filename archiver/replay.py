@@ -13,10 +13,12 @@ import concurrent.futures
 import io
 import itertools
 import json
+import logging
 import operator
+import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -26,11 +28,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from archiver import layout
 from archiver.archive import Archive
 from archiver.codec import native_encode, wire
 from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry
 from archiver.writer.parquet import ROW_ORDER_KEY, writer_schemas_of
+
+logger = logging.getLogger(__name__)
 
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -111,6 +116,8 @@ class Plan:
 
     topic: str
     partitions: list[PartitionPlan]
+    row_filters: tuple[str, ...] = ()  # selections applied to rows as they are read: "key", "where"
+    key_buckets: list[int] | None = None  # the buckets `--key` pruned the files to, when it could
 
     @property
     def files(self) -> int:
@@ -125,35 +132,96 @@ class Plan:
         return sum(f.bytes for p in self.partitions for f in p.files)
 
     def describe(self) -> dict:
-        return {
+        out = {
             "topic": self.topic, "files": self.files, "records_at_most": self.max_records, "bytes": self.bytes,
             "partitions": {p.partition: {"files": len(p.files), "first_offset": min(f.first_offset for f in p.files),
                                          "last_offset": max(f.last_offset for f in p.files),
                                          "records_at_most": sum(f.rows for f in p.files)}
                            for p in self.partitions if p.files},
         }
+        if self.row_filters:  # the ledger has no per-key or per-value counts: only reading tells
+            out["estimate"] = {"records_upper_bound": self.max_records, "exact": False,
+                               "key_buckets_read": self.key_buckets, "filtered_when_read": list(self.row_filters),
+                               "basis": "rows of the files pruned for the selection (partitions, offsets, "
+                                        "time range, key buckets); keys and --where are matched as rows are read"}
+        return out
 
 
-def plan(archive: Archive, selection: Selection) -> Plan:
-    """Locate the selected records through the ledger; ConfigError when nothing matches."""
+def plan(archive: Archive, selection: Selection, key_buckets: int | None = None) -> Plan:
+    """Locate the selected records through the ledger; ConfigError when nothing matches.
+
+    With keys selected and `key_buckets` (the topic's configured count), only the files of the
+    keys' buckets are read, when the directories confirm that count (`bucket_count`).
+    """
     if selection.topic not in archive.topics():
         raise ConfigError(f"topic {selection.topic!r} is not in the archive {archive.store.url} "
                           f"(archived topics: {', '.join(archive.topics()) or 'none'})")
+    live = {p: archive.live_entries(selection.topic, p) for p in archive.partitions(selection.topic)
+            if selection.wants_partition(p)}
+    buckets = _wanted_buckets(selection, [f for entries in live.values() for e in entries for f in e.files],
+                              key_buckets)
     partitions = []
-    for partition in archive.partitions(selection.topic):
-        if not selection.wants_partition(partition):
-            continue
+    for partition, live_entries in live.items():
         entries = []
-        for entry in archive.live_entries(selection.topic, partition):
-            files = [f for f in entry.files if selection.wants_file(f, partition)]
+        for entry in live_entries:
+            files = [f for f in entry.files if selection.wants_file(f, partition)
+                     and (buckets is None or _bucket_of(f) in buckets)]
             if files:
                 entries.append((entry, files))
         if entries:
             partitions.append(PartitionPlan(partition, entries))
-    result = Plan(selection.topic, partitions)
+    filters = tuple(name for name, on in (("key", selection.keys is not None), ("where", selection.where)) if on)
+    result = Plan(selection.topic, partitions, filters, sorted(buckets) if buckets is not None else None)
     if not result.files:
         raise ConfigError(f"the selection matches no archived records of {selection.topic!r}")
     return result
+
+
+def configured_key_buckets(topic: str, config_path: str | None, env: Mapping[str, str] = os.environ) -> int | None:
+    """The topic's `key_buckets` in `archiver run`'s settings (16 unless set), None unless it is
+    hash-partitioned there."""
+    from archiver.config import load_run_settings
+
+    settings = load_run_settings(config_path, env, needs=frozenset()).for_topic(topic)
+    return settings.key_buckets if settings.key_partitioning == "hash" else None
+
+
+def bucket_count(files: list[FileEntry], configured: int) -> int | None:
+    """How many key buckets `files` were written with; None when their directories cannot confirm it.
+
+    Directories are `key_bucket=NN`, zero-padded to the digits of the highest bucket, so they fix
+    the count's number of digits and a lower bound; the topic's configured `key_buckets` is taken
+    when every directory fits it. No `key_bucket` directory (field or no key partitioning), mixed
+    widths or a bucket beyond it: None, and a key selection reads every file.
+    """
+    present = {_bucket_text(f) for f in files}
+    if not present or None in present:
+        return None
+    width = len(str(configured - 1))
+    if any(len(b) != width or int(b) >= configured for b in present):
+        logger.warning("key_bucket directories do not fit key_buckets = %d: --key reads every file", configured)
+        return None
+    return configured
+
+
+def _bucket_text(f: FileEntry) -> str | None:
+    try:
+        return layout.parse_data_key(f.key).partition_values().get("key_bucket")
+    except ValueError:
+        return None
+
+
+def _bucket_of(f: FileEntry) -> int | None:
+    text = _bucket_text(f)
+    return int(text) if text is not None else None
+
+
+def _wanted_buckets(selection: Selection, files: list[FileEntry], configured: int | None) -> set[int] | None:
+    """The key buckets holding the selected keys, or None when files cannot be pruned by key."""
+    if selection.keys is None or configured is None:
+        return None
+    count = bucket_count(files, configured)
+    return None if count is None else {layout.key_bucket(k, count) for k in selection.keys}
 
 
 class Record(NamedTuple):

@@ -207,7 +207,12 @@ def select_topics(requested: Iterable[str] | None, settings: RunSettings, archiv
 
 
 def status(settings: RunSettings, archive: Archive, requested: Iterable[str] | None = None) -> StatusReport:
-    """Every partition of the selected topics: those in the archive and those in Kafka."""
+    """Every partition of the selected topics: those in the archive and those in Kafka.
+
+    Raises ConfigError for a URL with no archive under it: every partition would read as never
+    archived, and a mistyped prefix as a healthy archive.
+    """
+    archive.require()
     in_kafka = source_kafka.list_topics(settings.kafka)
     topics = select_topics(requested, settings, archive.topics(), in_kafka)
     offsets = kafka_offsets(settings.kafka, settings.group_id, {t: in_kafka[t] for t in topics if t in in_kafka})

@@ -11,7 +11,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from archiver import demo
+from archiver import demo, layout
 from archiver.source import kafka as source_kafka
 from tests.integration.test_run import ARCHIVER, START_MS, run_archiver
 
@@ -123,10 +123,65 @@ def test_dry_run_prints_the_plan_and_produces_nothing(kafka, archive_env, archiv
     assert messages(kafka, target) == []
 
 
+def test_a_key_replay_reads_only_its_bucket_and_its_dry_run_is_an_estimate(kafka, archive_env, archived, unique):
+    key = next(m.key() for m in messages(kafka, archived) if m.key())
+    target = f"{unique}-dst"
+    source_kafka.ensure_topic(kafka, target, 3)
+    everything = json.loads(replay(archive_env, "--topic", archived, "--to-topic", target, "--dry-run").stdout)
+    dry = json.loads(replay(archive_env, "--topic", archived, "--to-topic", target, "--dry-run",
+                            "--key", key.decode()).stdout)
+    bucket = layout.key_bucket(key, 16)
+    assert dry["estimate"]["key_buckets_read"] == [bucket] and dry["estimate"]["exact"] is False
+    assert 0 < dry["files"] < everything["files"] and dry["estimate"]["records_upper_bound"] == dry["records_at_most"]
+    assert "estimate" not in everything
+
+    summary = json.loads(replay(archive_env, "--topic", archived, "--to-topic", target, "--key", key.decode()).stdout)
+    assert summary["files_read"] == dry["files"]  # the key's bucket only, not every file of the topic
+    assert summary["records"] == sum(1 for m in messages(kafka, archived) if m.key() == key) > 0
+
+
+def test_a_checkpoint_reused_for_another_target_or_selection_is_refused(kafka, archive_env, archived, unique):
+    for name in ("a", "b"):
+        source_kafka.ensure_topic(kafka, f"{unique}-{name}", 3)
+    args = ["--topic", archived, "--checkpoint", unique, "--partitions", "0"]
+    replay(archive_env, *args, "--to-topic", f"{unique}-a")
+    produced = high_watermark(kafka, f"{unique}-a")
+
+    other_target = replay(archive_env, *args, "--to-topic", f"{unique}-b", check=False)
+    assert other_target.returncode == 2 and other_target.stderr == (
+        f"archiver: error: checkpoint {unique!r} belongs to a replay into '{unique}-a', not '{unique}-b'; "
+        "use another --checkpoint name\n")
+    other_partitions = replay(archive_env, "--topic", archived, "--checkpoint", unique, "--partitions", "0,1",
+                              "--to-topic", f"{unique}-a", check=False)
+    assert other_partitions.returncode == 2 and "--partitions ([0] then, [0, 1] now)" in other_partitions.stderr
+    assert high_watermark(kafka, f"{unique}-b") == 0 and high_watermark(kafka, f"{unique}-a") == produced
+    assert json.loads(replay(archive_env, *args, "--to-topic", f"{unique}-a").stdout)["records"] == 0  # resumed
+
+
+def test_ctrl_c_stops_a_replay_with_exit_130_and_no_traceback(kafka, archive_env, archived, unique):
+    target = f"{unique}-dst"
+    source_kafka.ensure_topic(kafka, target, 3)
+    proc = subprocess.Popen([ARCHIVER, "replay", "--topic", archived, "--to-topic", target, "--rate", "50",
+                             "--checkpoint-every", "10"], env=archive_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and high_watermark(kafka, target) < 10:  # replaying at 50 records/s
+            time.sleep(0.2)
+        assert proc.poll() is None, "the replay ended before it was interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130  # not 1, the code of a failed replay
+    assert err.decode() == "archiver: interrupted\n" and out == b""
+
+
 @pytest.mark.parametrize("args,message", [
     (["--topic", "nope", "--to-topic", "x"], "topic 'nope' is not in the archive"),
     (["--topic", "{src}"], "name the target: --to-topic T, or --to-original"),
     (["--topic", "{src}", "--to-topic", "missing-target-topic"], "target topic 'missing-target-topic' does not exist"),
+    (["--topic", "{src}", "--to-topic", "missing-target-topic", "--dry-run"],
+     "target topic 'missing-target-topic' does not exist"),
     (["--topic", "{src}", "--to-topic", "x", "--from", "yesterday"], "--from: 'yesterday' is not an ISO-8601 time"),
     (["--topic", "{src}", "--to-topic", "x", "--from", "-1h", "--to", "-2h"], "is not before --to"),
     (["--topic", "{src}", "--to-topic", "x", "--key", "no-such-key", "--partitions", "9"], "matches no archived"),

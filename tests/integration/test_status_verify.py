@@ -82,12 +82,35 @@ def test_status_reports_lag_then_alarms_when_retention_deletes_unarchived_record
 
 
 def test_status_alarms_for_a_trimmed_partition_never_archived(services, kafka, registry, archive_env, unique):
+    demo.produce(kafka, registry, f"{unique}-other", 5, partitions=1)  # the archive exists: another topic is in it
+    assert archiver(archive_env, "run", "--once", "--topics", f"{unique}-other").returncode == 0
     demo.produce(kafka, registry, unique, 40, partitions=1)
     delete_records_before(kafka, unique, 0, 4)
     code, doc = status_json(archive_env, unique)
     assert code == 1 and doc["never_archived"] == [{"topic": unique, "partition": 0}]
     assert doc["partitions"][0]["lost"] == {"first": 0, "last": 3, "count": 4}
     assert doc["partitions"][0]["lag"] == 36
+
+
+def test_status_of_a_prefix_with_no_archive_is_bad_input_not_a_healthy_archive(archived_demo):
+    mistyped = archived_demo.env | {"ARCHIVER_ARCHIVE_URL": archived_demo.url + "-typo"}
+    for args in (["status"], ["status", "--topics", archived_demo.topic], ["verify"], ["compact"]):
+        result = archiver(mistyped, *args)
+        assert result.returncode == 2, (args, result.stdout)
+        assert result.stderr == (f"archiver: error: no archive at {archived_demo.url}-typo/: nothing under "
+                                 "_ledger/ or topic=*/ (a mistyped bucket or prefix?)\n")
+
+
+def test_status_into_a_closed_pipe_ends_quietly_with_exit_0(archived_demo):
+    import os
+
+    read, write = os.pipe()
+    proc = subprocess.Popen([ARCHIVER, "status", "--topics", archived_demo.topic], stdout=write,
+                            stderr=subprocess.PIPE, env=archived_demo.env)
+    os.close(write)
+    os.close(read)  # `archiver status | head -0`: the reader left before the table was written
+    _, stderr = proc.communicate(timeout=120)
+    assert (proc.returncode, stderr) == (0, b"")
 
 
 def test_status_of_an_unknown_topic_is_bad_input(archived_demo):
