@@ -254,7 +254,6 @@ def replay(archive_url, topic, to_topic, to_original, from_, to, partitions, off
            exactly_once, checkpoint, rate, checkpoint_every, dry_run):
     """Re-publish archived records of TOPIC into Kafka, faithfully and resumably."""
     import json
-    import os
 
     from archiver import replay as replay_mod
     from archiver import republish
@@ -272,7 +271,7 @@ def replay(archive_url, topic, to_topic, to_original, from_, to, partitions, off
     archive = Archive(open_store(archive_url))
     target = to_topic or topic
     kafka = _target_kafka(target_bootstrap_servers)
-    buckets = replay_mod.configured_key_buckets(topic, os.environ.get("ARCHIVER_CONFIG")) if selection.keys else None
+    buckets = replay_mod.recorded_key_buckets(archive, topic) if selection.keys else None
     plan = replay_mod.plan(archive, selection, buckets)
     if dry_run:  # the same checks of the target as a replay, then the plan
         republish.check_original_partitions(target, republish.target_partitions(kafka, target), partitioning,

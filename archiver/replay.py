@@ -15,10 +15,9 @@ import itertools
 import json
 import logging
 import operator
-import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -177,13 +176,17 @@ def plan(archive: Archive, selection: Selection, key_buckets: int | None = None)
     return result
 
 
-def configured_key_buckets(topic: str, config_path: str | None, env: Mapping[str, str] = os.environ) -> int | None:
-    """The topic's `key_buckets` in `archiver run`'s settings (16 unless set), None unless it is
-    hash-partitioned there."""
-    from archiver.config import load_run_settings
+def recorded_key_buckets(archive: Archive, topic: str) -> int | None:
+    """The topic's hash bucket count from its layout record; None (a key selection reads every
+    file) when it is not hash-partitioned, or was archived before layouts were recorded."""
+    from archiver import layouts
 
-    settings = load_run_settings(config_path, env, needs=frozenset()).for_topic(topic)
-    return settings.key_buckets if settings.key_partitioning == "hash" else None
+    recorded = layouts.read(archive.store, topic)
+    if recorded is None:
+        logger.warning("%s has no layout record (archived before layouts were recorded): --key reads every "
+                       "file", topic)
+        return None
+    return recorded.key_buckets if recorded.key_partitioning == "hash" else None
 
 
 def bucket_count(files: list[FileEntry], configured: int) -> int | None:

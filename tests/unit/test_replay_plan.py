@@ -70,12 +70,15 @@ def test_where_is_labelled_an_estimate_and_a_plain_plan_is_not(store):
     assert "estimate" not in replay_mod.plan(Archive(store), Selection(T), 16).describe()
 
 
-def test_the_configured_bucket_count_comes_from_the_run_settings(tmp_path):
-    config = tmp_path / "archiver.toml"
-    config.write_text('[defaults]\nkey_buckets = 8\n[topics."f"]\nkey_partitioning = "none"\n')
-    assert replay_mod.configured_key_buckets("t", str(config), {}) == 8
-    assert replay_mod.configured_key_buckets("f", str(config), {}) is None
-    assert replay_mod.configured_key_buckets("t", None, {}) == 16
+def test_the_bucket_count_comes_from_the_topics_layout_record(store):
+    from archiver import layouts
+    from archiver.config import TopicSettings
+
+    assert replay_mod.recorded_key_buckets(Archive(store), T) is None  # no record: every file is read
+    layouts.record(store, T, layouts.TopicLayout.of(TopicSettings(key_buckets=8)))
+    assert replay_mod.recorded_key_buckets(Archive(store), T) == 8
+    layouts.record(store, "f", layouts.TopicLayout.of(TopicSettings(key_partitioning="none")))
+    assert replay_mod.recorded_key_buckets(Archive(store), "f") is None
 
 
 # --- checkpoints know their replay ---------------------------------------------------------------
