@@ -354,7 +354,7 @@ def load_run_settings(path: str | None, env: Mapping[str, str] = os.environ,
     flags = {_FLAG_KEYS.get(k, k if "." in k else f"run.{k}"): v for k, v in (flags or {}).items()
              if v not in (None, ())}
     doc = read_toml(path) if path else {}
-    _no_unknown("", doc, set(SECTIONS))
+    _check_keys(doc)
     kafka = _kafka(doc, env, flags, "kafka", "--bootstrap-servers", required="kafka" in needs)
     registry = _registry(doc, env, flags, "schema_registry")
     run = _run(doc, env, flags, needs)
@@ -372,9 +372,6 @@ def load_run_settings(path: str | None, env: Mapping[str, str] = os.environ,
 def _layer(doc: dict, env: Mapping[str, str], flags: Mapping[str, object], section: str, cls,
            exclude: frozenset[str] = frozenset()) -> dict:
     """Typed values of one settings class: flags, else environment, else file; unset ones left out."""
-    table = _table(doc, section)
-    own = [f for f in fields(cls) if f.name not in exclude and key_of(section, f).startswith(section + ".")]
-    _no_unknown(section, table, {f.name for f in own} | ({"client"} if cls is KafkaSettings else set()))
     values = {}
     for f in fields(cls):
         if f.name in exclude or f.name == "client":
@@ -419,7 +416,6 @@ _NOT_RUN = frozenset({"kafka", "registry", "defaults", "overrides", "target_kafk
 
 
 def _run(doc, env, flags, needs: frozenset[str]) -> dict:
-    _no_unknown("archive", _table(doc, "archive"), {"url"})
     run = _layer(doc, env, flags, "run", RunSettings, exclude=_NOT_RUN)
     if not run.get("archive_url") and "archive" in needs:
         raise ConfigError("archive.url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
@@ -442,12 +438,25 @@ def _topics(doc, env) -> tuple[TopicSettings, dict[str, TopicSettings]]:
         raise ConfigError("topics: expected tables [topics.\"name\"]")
     for topic, section in topics.items():
         where = f'topics."{topic}"'
-        if not isinstance(section, dict):
-            raise ConfigError(f"{where}: expected a table")
-        _no_unknown(where, section, {f.name for f in fields(TopicSettings)})
         own = {name: coerce(f"{where}.{name}", TopicSettings, name, value) for name, value in section.items()}
         overrides[topic] = TopicSettings(**{**base, **own}).validate(where)
     return defaults, overrides
+
+
+def _check_keys(doc: dict) -> None:
+    """Every key of the file is a known setting (before any is read: the first error is the typo)."""
+    _no_unknown("", doc, set(SECTIONS))
+    for section, cls in SECTIONS.items():
+        table = _table(doc, section)
+        if cls is None:
+            continue
+        known = {f.name for f in fields(cls) if key_of(section, f).startswith(section + ".")} - _NOT_RUN
+        _no_unknown(section, table, known)
+    _no_unknown("archive", _table(doc, "archive"), {"url"})
+    for topic, section in _table(doc, "topics").items():
+        if not isinstance(section, dict):
+            raise ConfigError(f'topics."{topic}": expected a table')
+        _no_unknown(f'topics."{topic}"', section, {f.name for f in fields(TopicSettings)})
 
 
 def _table(doc: dict, name: str) -> dict:
