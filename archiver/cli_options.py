@@ -20,9 +20,9 @@ def _remember_logging(ctx: click.Context, param: click.Parameter, value) -> None
 def _logging_options() -> list[click.Option]:
     return [
         click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_remember_logging,
-                     help="More logging, one level per -v (WARNING, INFO, DEBUG; libraries' INFO at DEBUG)."),
+                     help="More logging: -v INFO, -vv DEBUG (libraries' lines too)."),
         click.Option(["-q", "--quiet"], count=True, expose_value=False, callback=_remember_logging,
-                     help="Less logging, one level per -q (ERROR, CRITICAL)."),
+                     help="Less logging: -q ERROR, -qq CRITICAL."),
         click.Option(["--log-level"], type=click.Choice(LOG_LEVELS, case_sensitive=False), expose_value=False,
                      envvar="ARCHIVER_LOG_LEVEL", callback=_remember_logging,
                      help="Log level, instead of -v/-q [env ARCHIVER_LOG_LEVEL]."),

@@ -100,10 +100,13 @@ def add_secrets(secrets: Iterable[str]) -> None:
 
 
 def level_of(verbose: int, quiet: int, level: str | None, default: int = logging.WARNING) -> int:
-    """The root level: `--log-level` wins; else each -v one step louder, each -q one step quieter."""
+    """The root level: `--log-level` wins; else -v is INFO and -vv DEBUG, -q ERROR and -qq CRITICAL
+    (whatever the command's default); else the command's default."""
     if level:
         return logging.getLevelNamesMapping()[level.upper()]
-    return min(logging.CRITICAL, max(logging.DEBUG, default - 10 * verbose + 10 * quiet))
+    if not (verbose or quiet):
+        return default
+    return min(logging.CRITICAL, max(logging.DEBUG, logging.WARNING - 10 * verbose + 10 * quiet))
 
 
 def configure(level: int, fmt: str = "text") -> None:

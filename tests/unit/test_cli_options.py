@@ -107,6 +107,16 @@ def test_logging_options_work_before_and_after_the_subcommand(args, level):
     assert logging.getLogger().level == level
 
 
+@pytest.mark.parametrize("verbose, quiet, level, default, expected", [
+    (0, 0, None, logging.INFO, logging.INFO), (1, 0, None, logging.INFO, logging.INFO),
+    (2, 0, None, logging.INFO, logging.DEBUG), (0, 1, None, logging.INFO, logging.ERROR),
+    (0, 2, None, logging.WARNING, logging.CRITICAL), (5, 0, None, logging.WARNING, logging.DEBUG),
+    (2, 0, "error", logging.WARNING, logging.ERROR),
+])
+def test_levels_are_the_same_for_every_command_once_asked_for(verbose, quiet, level, default, expected):
+    assert logs.level_of(verbose, quiet, level, default) == expected
+
+
 def test_third_party_info_lines_are_off_unless_debugging():
     invoke(["config", "-v", "--reference"])
     assert not logging.getLogger("botocore.credentials").isEnabledFor(logging.INFO)
