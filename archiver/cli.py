@@ -13,64 +13,74 @@ import sys
 import click
 
 from archiver import __version__, terminal
+from archiver.cli_options import (
+    Group,
+    archive_option,
+    config_option,
+    kafka_option,
+    registry_option,
+    topics_option,
+)
 from archiver.errors import ArchiverError
 
 
 def _one_line_errors(fn):
-    """Turn archiver's errors into one line on stderr and their exit code."""
+    """Turn archiver's errors into one line on stderr and their exit code; secrets masked."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except ArchiverError as e:
-            click.echo(f"archiver: error: {e}", err=True)
+            from archiver.logs import mask
+
+            click.echo(f"archiver: error: {mask(str(e))}", err=True)
             sys.exit(e.exit_code)
 
     return wrapper
 
 
-kafka_option = click.option("--bootstrap-servers", envvar="ARCHIVER_KAFKA_BOOTSTRAP_SERVERS",
-                            help="Kafka bootstrap servers [env ARCHIVER_KAFKA_BOOTSTRAP_SERVERS]")
-registry_option = click.option("--schema-registry-url", envvar="ARCHIVER_SCHEMA_REGISTRY_URL",
-                               help="Schema Registry URL [env ARCHIVER_SCHEMA_REGISTRY_URL]")
+def _settings(config_path: str | None, needs=None, **flags):
+    """The settings from flags, environment, config file and defaults (the one loader), secrets noted."""
+    from archiver import logs
+    from archiver.config import RUN_NEEDS, load_run_settings
+
+    settings = load_run_settings(config_path, flags=flags, needs=RUN_NEEDS if needs is None else frozenset(needs))
+    logs.add_secrets(settings.secrets())
+    return settings
 
 
-@click.group(cls=terminal.Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="archiver")
-@click.option("-v", "--verbose", count=True, help="More logging (-v INFO, -vv DEBUG).")
-def cli(verbose: int) -> None:
+def cli() -> None:
     """archiver: a durable, queryable, replayable copy of your Kafka topics in S3.
 
     Reads Avro topics (Confluent wire format + Schema Registry), writes Parquet partitioned by
     time and key to S3 with exactly-once guarantees, and replays archived records into Kafka.
+    Every command reads the same settings: flags, then ARCHIVER_* variables, then the TOML file
+    (-c / ARCHIVER_CONFIG), then defaults (docs/configuration.md).
     """
-    import logging
-
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @cli.command()
+@config_option
 @kafka_option
 @registry_option
-@click.option("--archive-url", envvar="ARCHIVER_ARCHIVE_URL", help="Archive [env ARCHIVER_ARCHIVE_URL]")
+@archive_option
 @click.option("--topic", default="web-events", show_default=True, help="Topic to create and fill.")
 @click.option("--count", default=20000, show_default=True, type=click.IntRange(1), help="Events to produce.")
 @click.option("--partitions", default=6, show_default=True, type=click.IntRange(1))
 @_one_line_errors
-def demo(bootstrap_servers, schema_registry_url, archive_url, topic, count, partitions):
+def demo(config_path, bootstrap_servers, schema_registry_url, archive_url, topic, count, partitions):
     """Produce web-analytics events into TOPIC, archive them with `run --once`, show the archive."""
     from archiver import demo as demo_events
     from archiver.archive import Archive
     from archiver.codec.registry import Registry
-    from archiver.config import load_run_settings
     from archiver.daemon import Daemon
     from archiver.store import open_store
 
-    settings = load_run_settings(None, flags={"bootstrap_servers": bootstrap_servers, "archive_url": archive_url,
-                                              "schema_registry_url": schema_registry_url, "topics": topic,
-                                              "group_id": "archiver-demo"})
+    settings = _settings(config_path, bootstrap_servers=bootstrap_servers, archive_url=archive_url,
+                         schema_registry_url=schema_registry_url, topics=(topic,), group_id="archiver-demo")
     with Registry(settings.registry) as registry:
         schema_id = demo_events.produce(settings.kafka, registry, topic, count, partitions)
     click.echo(f"1. produced {count} web-analytics events to {topic!r} ({partitions} partitions, "
@@ -149,11 +159,8 @@ def _demo_replay(settings, archive, topic: str, partitions: int) -> None:
 
 def _run_options(fn):
     options = [
-        click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="ARCHIVER_CONFIG",
-                     help="TOML config file [env ARCHIVER_CONFIG]"),
-        kafka_option, registry_option,
-        click.option("--archive-url", help="s3://bucket/prefix or file:///path [env ARCHIVER_ARCHIVE_URL]"),
-        click.option("--topics", help="Comma-separated topics [env ARCHIVER_TOPICS]"),
+        config_option, kafka_option, registry_option, archive_option,
+        topics_option("Topics to archive [env ARCHIVER_TOPICS]."),
         click.option("--topic-pattern", help="Regex of topics, instead of --topics [env ARCHIVER_TOPIC_PATTERN]"),
         click.option("--group-id", help="Consumer group (default archiver) [env ARCHIVER_GROUP_ID]"),
         click.option("--metrics-address", help="host:port for /metrics, /healthz, /readyz [env ARCHIVER_METRICS_ADDRESS]"),
@@ -163,19 +170,14 @@ def _run_options(fn):
     return fn
 
 
-def _load(config_path, **flags):
-    from archiver.config import load_run_settings
-
-    return load_run_settings(config_path, flags=flags)
-
-
 @cli.command()
 @_run_options
 @click.option("--once", is_flag=True, help="Archive up to the end offsets seen at start, commit and exit.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="The --once summary as a line of text or one JSON document.")
+@click.pass_context
 @_one_line_errors
-def run(config_path, once, fmt, **flags):
+def run(ctx, config_path, once, fmt, **flags):
     """Archive topics to Parquet in S3 (or file://), exactly once.
 
     Streams until SIGTERM/SIGINT (flush, commit, exit 0; 130 after SIGINT), or with --once runs as
@@ -183,10 +185,11 @@ def run(config_path, once, fmt, **flags):
     """
     import signal
 
+    from archiver import logs
     from archiver.daemon import Daemon
 
-    settings = _load(config_path, **flags)
-    _configure_logging(settings.log_format)
+    settings = _settings(config_path, **flags)
+    logs.configure(ctx.meta["archiver.log_level"], settings.log_format)
     daemon = Daemon(settings, once=once)
     summary = daemon.run()
     if once:
@@ -215,16 +218,24 @@ def _once_summary(summary, fmt: str) -> None:
 
 @cli.command("config")
 @_run_options
+@click.option("--reference", is_flag=True,
+              help="Print the configuration reference (Markdown: every key, its variable and default) instead.")
 @_one_line_errors
-def show_config(config_path, **flags):
+def show_config(config_path, reference, **flags):
     """Print the resolved configuration (file + environment + flags), secrets masked."""
     import json
 
-    click.echo(json.dumps(_load(config_path, **flags).masked(), indent=2))
+    if reference:
+        from archiver.configdoc import reference as render
+
+        click.echo(render(), nl=False)
+        return
+    click.echo(json.dumps(_settings(config_path, **flags).masked(), indent=2))
 
 
 @cli.command()
-@click.option("--archive-url", envvar="ARCHIVER_ARCHIVE_URL", help="Archive to read [env ARCHIVER_ARCHIVE_URL]")
+@config_option
+@archive_option
 @click.option("--topic", required=True, help="Archived topic to replay.")
 @click.option("--to-topic", help="Target topic (required unless --to-original).")
 @click.option("--to-original", is_flag=True, help="Replay into the archived topic's own name.")
@@ -238,9 +249,9 @@ def show_config(config_path, **flags):
 @click.option("--partitioning", type=click.Choice(["original", "key", "round-robin"]), default="original",
               show_default=True, help="original partition, Kafka's murmur2 of the key, or round-robin.")
 @click.option("--target-bootstrap-servers", help="Target cluster [env ARCHIVER_TARGET_KAFKA_BOOTSTRAP_SERVERS; "
-              "default: ARCHIVER_KAFKA_BOOTSTRAP_SERVERS]")
-@click.option("--target-schema-registry-url", envvar="ARCHIVER_TARGET_SCHEMA_REGISTRY_URL",
-              help="Register the writer schemas here (subject <to-topic>-value) and use the new ids.")
+              "default: the [kafka] settings]")
+@click.option("--target-schema-registry-url", help="Register the writer schemas here (subject <to-topic>-value) "
+              "and use the new ids [env ARCHIVER_TARGET_SCHEMA_REGISTRY_URL].")
 @click.option("--add-lineage-headers", is_flag=True, help="Add archiver.source.topic/partition/offset headers.")
 @click.option("--exactly-once", is_flag=True, help="Transactional producer; needs --checkpoint.")
 @click.option("--checkpoint", help="Name under which progress is saved; rerunning with it resumes.")
@@ -249,7 +260,7 @@ def show_config(config_path, **flags):
               help="Records per checkpoint (per transaction with --exactly-once).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and produce nothing.")
 @_one_line_errors
-def replay(archive_url, topic, to_topic, to_original, from_, to, partitions, offsets, keys, keys_file, where,
+def replay(config_path, archive_url, topic, to_topic, to_original, from_, to, partitions, offsets, keys, keys_file, where,
            partitioning, target_bootstrap_servers, target_schema_registry_url, add_lineage_headers,
            exactly_once, checkpoint, rate, checkpoint_every, dry_run):
     """Re-publish archived records of TOPIC into Kafka, faithfully and resumably."""
@@ -261,16 +272,17 @@ def replay(archive_url, topic, to_topic, to_original, from_, to, partitions, off
     from archiver.errors import ConfigError
     from archiver.store import open_store
 
-    if not archive_url:
-        raise ConfigError("archive url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
+    settings = _settings(config_path, {"archive"}, archive_url=archive_url,
+                         target_bootstrap_servers=target_bootstrap_servers,
+                         target_schema_registry_url=target_schema_registry_url)
     if bool(to_topic) == bool(to_original):
         raise ConfigError("name the target: --to-topic T, or --to-original to write into the archived topic itself")
     if exactly_once and not checkpoint:
         raise ConfigError("--exactly-once needs --checkpoint NAME (it names the transactional producer)")
     selection = _selection(replay_mod, topic, from_, to, partitions, offsets, keys, keys_file, where)
-    archive = Archive(open_store(archive_url))
+    archive = Archive(open_store(settings.archive_url))
     target = to_topic or topic
-    kafka = _target_kafka(target_bootstrap_servers)
+    kafka = _target_kafka(settings)
     buckets = replay_mod.recorded_key_buckets(archive, topic) if selection.keys else None
     plan = replay_mod.plan(archive, selection, buckets)
     if dry_run:  # the same checks of the target as a replay, then the plan
@@ -283,7 +295,7 @@ def replay(archive_url, topic, to_topic, to_original, from_, to, partitions, off
         saved = (republish.KafkaCheckpoint(kafka, checkpoint) if exactly_once
                  else republish.StoreCheckpoint(archive.store, checkpoint))
     summary = _publish(archive, (selection, republish.selection_spec(selection, from_, to)), plan, buckets, target,
-                       partitioning, kafka, target_schema_registry_url, add_lineage_headers, exactly_once, saved,
+                       partitioning, kafka, settings.target_registry, add_lineage_headers, exactly_once, saved,
                        rate, checkpoint_every)
     click.echo(json.dumps(summary))
 
@@ -292,10 +304,11 @@ def _selection(replay_mod, topic, from_, to, partitions, offsets, keys, keys_fil
     import time
 
     from archiver.errors import ConfigError
+    from archiver.units import parse_time
 
     now = int(time.time() * 1000)
-    start = replay_mod.parse_time(from_, now, "--from") if from_ else None
-    end = replay_mod.parse_time(to, now, "--to") if to else None
+    start = parse_time(from_, now, "--from") if from_ else None
+    end = parse_time(to, now, "--to") if to else None
     if start is not None and end is not None and start >= end:
         raise ConfigError(f"--from {from_} is not before --to {to}")
     wanted = [k.encode() for k in keys]
@@ -310,20 +323,20 @@ def _selection(replay_mod, topic, from_, to, partitions, offsets, keys, keys_fil
                                 frozenset(wanted) if wanted else None, where)
 
 
-def _target_kafka(target_bootstrap_servers):
-    """The target cluster: --target-bootstrap-servers and ARCHIVER_TARGET_KAFKA_*, else ARCHIVER_KAFKA_*."""
-    import os
+def _target_kafka(settings):
+    """The target cluster: [target_kafka] (--target-bootstrap-servers, ARCHIVER_TARGET_KAFKA_*) when its
+    servers are set, else the [kafka] settings."""
+    from archiver.errors import ConfigError
 
-    from archiver.config import KafkaSettings
+    kafka = settings.target_kafka or settings.kafka
+    if not kafka.bootstrap_servers:
+        raise ConfigError("target_kafka.bootstrap_servers is not set (flag --target-bootstrap-servers, "
+                          "ARCHIVER_TARGET_KAFKA_BOOTSTRAP_SERVERS or, for the same cluster, "
+                          "ARCHIVER_KAFKA_BOOTSTRAP_SERVERS)")
+    return kafka
 
-    env = dict(os.environ)
-    if not env.get("ARCHIVER_TARGET_KAFKA_BOOTSTRAP_SERVERS"):
-        env = {k.replace("ARCHIVER_KAFKA_", "ARCHIVER_TARGET_KAFKA_"): v for k, v in env.items()} | env
-    return KafkaSettings.from_env(env, prefix="ARCHIVER_TARGET_KAFKA_", flag="--target-bootstrap-servers",
-                                  bootstrap_servers=target_bootstrap_servers)
 
-
-def _publish(archive, selected, plan, buckets, target, partitioning, kafka, target_registry_url, lineage,
+def _publish(archive, selected, plan, buckets, target, partitioning, kafka, target_registry, lineage,
              exactly_once, checkpoint, rate, batch_records):
     """`selected`: the selection and its description (`republish.selection_spec`) for the checkpoint."""
     import sys
@@ -352,8 +365,8 @@ def _publish(archive, selected, plan, buckets, target, partitioning, kafka, targ
         if resumed != selection:  # the first run's time range
             selection, plan = resumed, replay_mod.plan(archive, resumed, buckets)
     publisher.check_original_partitions(p.partition for p in plan.partitions)
-    if target_registry_url:
-        publisher.schema_ids = _register_target_schemas(archive, plan, target, target_registry_url)
+    if target_registry:
+        publisher.schema_ids = _register_target_schemas(archive, plan, target, target_registry)
     reader = replay_mod.Reader(archive, selection)
     runtime.tune_gc()
     stats = publisher.publish(reader.stream(plan.partitions, progress), progress)
@@ -362,7 +375,7 @@ def _publish(archive, selected, plan, buckets, target, partitioning, kafka, targ
     return stats.as_dict() | {"target_topic": target, "files_read": plan.files, "bytes_read": reader.bytes_read}
 
 
-def _register_target_schemas(archive, plan, target, url) -> dict[int, int]:
+def _register_target_schemas(archive, plan, target, registry_settings) -> dict[int, int]:
     import io
     import json
 
@@ -370,7 +383,6 @@ def _register_target_schemas(archive, plan, target, url) -> dict[int, int]:
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
     from archiver.codec.registry import Registry
-    from archiver.config import RegistrySettings
     from archiver.errors import ConfigError
     from archiver.writer.parquet import writer_schemas_of
 
@@ -381,7 +393,7 @@ def _register_target_schemas(archive, plan, target, url) -> dict[int, int]:
                 meta = pq.read_metadata(io.BytesIO(archive.store.get(f.key))).metadata
                 schemas.update(writer_schemas_of(meta))
     mapping = {}
-    with Registry(RegistrySettings.from_env({"ARCHIVER_SCHEMA_REGISTRY_URL": url})) as registry:
+    with Registry(registry_settings) as registry:
         for old_id, text in sorted(schemas.items()):
             if old_id < 0:
                 continue
@@ -394,22 +406,24 @@ def _register_target_schemas(archive, plan, target, url) -> dict[int, int]:
 
 
 @cli.command()
-@click.option("--archive-url", envvar="ARCHIVER_ARCHIVE_URL", help="Archive to compact [env ARCHIVER_ARCHIVE_URL]")
-@click.option("--topics", help="Comma-separated topics (default: every archived topic).")
-@click.option("--target-size", default="128MB", show_default=True, help="Size merged files grow to.")
+@config_option
+@archive_option
+@topics_option("Topics to compact (default: every archived topic).")
+@click.option("--target-size", help="Size merged files grow to (default 128MiB) [env ARCHIVER_COMPACT_TARGET_BYTES].")
 @click.option("--row-group-size", default="64MiB", show_default=True,
               help="In-memory bytes per Parquet row group (bounds memory; large groups suit Athena).")
-@click.option("--closed-after", default="1h", show_default=True,
-              help="Compact a time partition this long after its end (wall clock).")
-@click.option("--grace", default="15m", show_default=True,
-              help="Delete replaced files this long after their replacement committed.")
+@click.option("--closed-after", help="Compact a time partition this long after its end (wall clock; default 1h) "
+              "[env ARCHIVER_COMPACT_CLOSED_AFTER_S].")
+@click.option("--grace", help="Delete replaced files this long after their replacement committed (default 15m) "
+              "[env ARCHIVER_COMPACT_GRACE_S].")
 @click.option("--stale-after", default="1h", show_default=True,
               help="Remove the uploads of a compaction unfinished for this long (a crashed one).")
 @click.option("--sort-by", type=click.Choice(["offset", "key"]), default="offset", show_default=True,
               help="Row order in merged files: offset, or key then offset within each row group.")
 @click.option("--dry-run", is_flag=True, help="Show what would be merged; change nothing.")
 @_one_line_errors
-def compact(archive_url, topics, target_size, row_group_size, closed_after, grace, stale_after, sort_by, dry_run):
+def compact(config_path, archive_url, topics, target_size, row_group_size, closed_after, grace, stale_after, sort_by,
+            dry_run):
     """Merge small files of closed time partitions into large ones, through the ledger."""
     import json
 
@@ -417,20 +431,21 @@ def compact(archive_url, topics, target_size, row_group_size, closed_after, grac
     from archiver.archive import Archive
     from archiver.errors import ConfigError
     from archiver.store import open_store
+    from archiver.units import parse_duration, parse_size
 
-    if not archive_url:
-        raise ConfigError("archive url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
+    run = _settings(config_path, {"archive"}, archive_url=archive_url, compact_target_bytes=target_size,
+                    compact_closed_after_s=closed_after, compact_grace_s=grace)
     settings = compact_mod.CompactSettings(
-        target_bytes=compact_mod.parse_size(target_size, "--target-size"),
-        row_group_bytes=compact_mod.parse_size(row_group_size, "--row-group-size"),
-        closed_after_s=compact_mod.parse_duration(closed_after, "--closed-after"),
-        grace_s=compact_mod.parse_duration(grace, "--grace"),
-        stale_after_s=compact_mod.parse_duration(stale_after, "--stale-after"), sort_by=sort_by)
-    chosen = [t.strip() for t in topics.split(",") if t.strip()] if topics else None
+        target_bytes=run.compact_target_bytes, row_group_bytes=parse_size(row_group_size, "--row-group-size"),
+        closed_after_s=run.compact_closed_after_s, grace_s=run.compact_grace_s,
+        stale_after_s=parse_duration(stale_after, "--stale-after"), sort_by=sort_by)
+    for name, size in (("--target-size", settings.target_bytes), ("--row-group-size", settings.row_group_bytes)):
+        if size <= 0:
+            raise ConfigError(f"{name}: must be positive, got {size}")
     progress = terminal.Progress()
     try:
-        report = compact_mod.compact(Archive(open_store(archive_url)), chosen, settings, dry_run=dry_run,
-                                     progress=lambda done, total: progress.show(
+        report = compact_mod.compact(Archive(open_store(run.archive_url)), list(topics) or None, settings,
+                                     dry_run=dry_run, progress=lambda done, total: progress.show(
                                          f"{'planned' if dry_run else 'compacted'} {done}/{total} partitions",
                                          force=done == total))
     finally:
@@ -449,12 +464,8 @@ def _plain(obj) -> dict:
 
 def _table_options(fn):
     """Options shared by `ddl` and `catalog sync`: where the archive is and how topics are laid out."""
-    options = [
-        click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="ARCHIVER_CONFIG",
-                     help="TOML config file, as for run (archive url) [env ARCHIVER_CONFIG]"),
-        click.option("--archive-url", help="s3://bucket/prefix [env ARCHIVER_ARCHIVE_URL]"),
-        click.option("--topic", "topics", multiple=True, help="Archived topic, repeatable (default: all)."),
-    ]
+    options = [config_option, archive_option,
+               topics_option("Archived topics (default: all; --topic is the same option).", "--topic")]
     for option in reversed(options):
         fn = option(fn)
     return fn
@@ -496,12 +507,11 @@ def catalog_sync(config_path, archive_url, topics, database, table):
 
 
 @cli.command()
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="ARCHIVER_CONFIG",
-              help="TOML config file, as for run [env ARCHIVER_CONFIG]")
+@config_option
 @kafka_option
-@click.option("--archive-url", help="s3://bucket/prefix or file:///path [env ARCHIVER_ARCHIVE_URL]")
+@archive_option
 @click.option("--group-id", help="The archiver's consumer group (default archiver) [env ARCHIVER_GROUP_ID]")
-@click.option("--topics", help="Comma-separated topics (default: archived topics and run's configured ones).")
+@topics_option("Topics (default: archived topics and run's configured ones).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @_one_line_errors
 def status(config_path, bootstrap_servers, archive_url, group_id, topics, fmt):
@@ -515,40 +525,37 @@ def status(config_path, bootstrap_servers, archive_url, group_id, topics, fmt):
     settings = status_mod.load_settings(config_path, {"bootstrap_servers": bootstrap_servers,
                                                       "archive_url": archive_url, "group_id": group_id,
                                                       "topics": topics})
-    requested = [t.strip() for t in topics.split(",") if t.strip()] if topics else None
-    report = status_mod.status(settings, Archive(open_store(settings.archive_url)), requested)
+    report = status_mod.status(settings, Archive(open_store(settings.archive_url)), list(topics) or None)
     click.echo(json.dumps(report.to_dict(), indent=2) if fmt == "json" else status_mod.render_table(report))
     sys.exit(0 if report.healthy else 1)
 
 
 @cli.command()
-@click.option("--archive-url", envvar="ARCHIVER_ARCHIVE_URL", help="Archive to audit [env ARCHIVER_ARCHIVE_URL]")
-@click.option("--topics", help="Comma-separated topics (default: every archived topic).")
+@config_option
+@archive_option
+@topics_option("Topics to audit (default: every archived topic).")
 @click.option("--quick", is_flag=True, help="Ledger and object listing only; download no data.")
 @click.option("--strict", is_flag=True, help="Orphan objects are problems too (exit 1).")
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="Files read in parallel.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @_one_line_errors
-def verify(archive_url, topics, quick, strict, workers, fmt):
+def verify(config_path, archive_url, topics, quick, strict, workers, fmt):
     """Audit the archive against its ledger: files, checksums, rows, gaps, duplicates, orphans."""
     import json
 
     from archiver import audit
     from archiver.archive import Archive
-    from archiver.errors import ConfigError
     from archiver.store import open_store
 
-    if not archive_url:
-        raise ConfigError("archive url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
-    requested = [t.strip() for t in topics.split(",") if t.strip()] if topics else None
+    settings = _settings(config_path, {"archive"}, archive_url=archive_url)
     progress = terminal.Progress()
 
     def checked(r: audit.Report, force: bool = False) -> None:
         progress.show(f"checked {r.checked:,} files of {r.partitions} partition(s)", force)
 
     try:
-        report = audit.verify(Archive(open_store(archive_url)), requested, quick=quick, workers=workers,
-                              progress=checked)
+        report = audit.verify(Archive(open_store(settings.archive_url)), list(topics) or None, quick=quick,
+                              workers=workers, progress=checked)
         checked(report, force=True)
     finally:
         progress.close()
@@ -565,9 +572,8 @@ def verify(archive_url, topics, quick, strict, workers, fmt):
 
 @cli.command()
 @click.argument("sql", required=False)
-@click.option("--archive-url", envvar="ARCHIVER_ARCHIVE_URL", help="Archive to query [env ARCHIVER_ARCHIVE_URL]")
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="ARCHIVER_CONFIG",
-              help="TOML config file, as for run [env ARCHIVER_CONFIG]")
+@config_option
+@archive_option
 @click.option("--topic", help="Instead of SQL: this topic's records in time order.")
 @click.option("--key", help="With --topic: one key's records (UTF-8), read from its key bucket only.")
 @click.option("--from", "from_", help="With --topic: record timestamp from (ISO-8601, 'now' or -2h).")
@@ -578,18 +584,17 @@ def verify(archive_url, topics, quick, strict, workers, fmt):
 @click.option("--output", type=click.Path(dir_okay=False), help="Write to this file (required for parquet).")
 @click.option("--explain", is_flag=True, help="Run it, then print the files read (and bytes) and the plan.")
 @_one_line_errors
-def query(sql, archive_url, config_path, topic, key, from_, to, where, fmt, output, explain):
+def query(sql, config_path, archive_url, topic, key, from_, to, where, fmt, output, explain):
     """Run SQL over the archive with DuckDB: one view per topic ("web-events", alias web_events)."""
     from archiver import query as query_mod
     from archiver.archive import Archive
     from archiver.errors import ConfigError
     from archiver.store import open_store
 
-    if not archive_url:
-        raise ConfigError("archive url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
+    settings = _settings(config_path, {"archive"}, archive_url=archive_url)
     if fmt == "parquet" and not output and not explain:
         raise ConfigError("--format parquet needs --output FILE")
-    engine = query_mod.Engine(Archive(open_store(archive_url)))
+    engine = query_mod.Engine(Archive(open_store(settings.archive_url)))
     try:
         text = query_mod.statement(engine, sql, topic, key, from_, to, where)
         engine.prepare(text)
@@ -607,19 +612,6 @@ def query(sql, archive_url, config_path, topic, key, from_, to, where, fmt, outp
             out.write(query_mod.render_table(result))
         else:
             (query_mod.write_csv if fmt == "csv" else query_mod.write_jsonl)(result, out)
-
-
-def _configure_logging(fmt: str) -> None:
-    import logging
-
-    root = logging.getLogger()
-    if root.level > logging.INFO:
-        root.setLevel(logging.INFO)
-    if fmt == "json":
-        from archiver.logs import JsonFormatter
-
-        for handler in root.handlers:
-            handler.setFormatter(JsonFormatter())
 
 
 def main() -> None:

@@ -164,26 +164,6 @@ def compact_partition(store: ObjectStore, topic: str, partition: int, settings: 
     return report
 
 
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
-_SIZES = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-
-
-def parse_duration(text: str, what: str) -> float:
-    """Seconds of `90`, `30s`, `15m`, `1h` or `2d`; ConfigError naming `what` otherwise."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text.lower())
-    if not m:
-        raise ConfigError(f"{what}: expected a duration such as 90s, 15m, 1h or 2d, got {text!r}")
-    return float(m[1]) * _UNITS[m[2]]
-
-
-def parse_size(text: str, what: str) -> int:
-    """Bytes of `1048576`, `128MB` or `64MiB`; ConfigError naming `what` otherwise."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*", text.lower())
-    if not m or float(m[1]) <= 0:
-        raise ConfigError(f"{what}: expected a size such as 128MB or 64MiB, got {text!r}")
-    return int(float(m[1]) * _SIZES[m[2] or ""])
-
-
 # --- planning --------------------------------------------------------------------------------
 
 def directories_of(key: str) -> str:

@@ -102,7 +102,7 @@ class TopicLayout:
         """The inverse of `to_json`; ValueError for anything else, TerminalError for a newer format."""
         doc = json.loads(data)
         if not isinstance(doc, dict) or not isinstance(doc.get("format"), int):
-            raise ValueError("no format version")
+            raise ValueError("no format version")  # noqa: TRY004 - callers treat any malformed record alike
         if doc["format"] > FORMAT:
             raise TerminalError(f"layout record format {doc['format']} is newer than this archiver reads "
                                 f"({FORMAT}): upgrade archiver")

@@ -496,7 +496,7 @@ def statement(engine: Engine, sql: str | None, topic: str | None = None, key: st
         return sql
     if topic is None:
         raise ConfigError("give a SQL statement, or --topic T [--key K] [--from TIME] [--to TIME] [--where COND]")
-    from archiver.replay import parse_time
+    from archiver.units import parse_time
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     start_ms = parse_time(start, now_ms, "--from") if start else None

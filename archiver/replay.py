@@ -19,7 +19,6 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import NamedTuple
 
 import numpy as np
@@ -32,29 +31,10 @@ from archiver.archive import Archive
 from archiver.codec import native_encode, wire
 from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry
+from archiver.units import parse_size
 from archiver.writer.parquet import ROW_ORDER_KEY, writer_schemas_of
 
 logger = logging.getLogger(__name__)
-
-_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-
-def parse_time(text: str, now_ms: int, option: str) -> int:
-    """Epoch ms of an ISO-8601 time (UTC unless it says otherwise), `now`, or a relative `-2h`."""
-    text = text.strip()
-    if text == "now":
-        return now_ms
-    relative = _RELATIVE.match(text)
-    if relative:
-        return now_ms - int(float(relative[1]) * _UNIT_MS[relative[2]])
-    try:
-        parsed = datetime.fromisoformat(text)  # "Z" included, since Python 3.11
-    except ValueError:
-        raise ConfigError(f"{option}: {text!r} is not an ISO-8601 time, 'now' or a relative time such as -2h") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
 
 
 def parse_offsets(specs: tuple[str, ...]) -> dict[int, tuple[int, int]]:
@@ -478,13 +458,13 @@ class RateLimiter:
 
 
 def parse_rate(text: str | None) -> tuple[float, float]:
-    """`--rate 5000` (records/s), `--rate 10MB` (bytes/s, also KB/GB)."""
+    """`--rate 5000` (records/s), `--rate 10MB` (bytes/s: any size of archiver.units, `/s` optional)."""
     if not text:
         return 0.0, 0.0
-    m = re.match(r"^(\d+(?:\.\d+)?)\s*(|/s|rps|[KMG]B(?:/s)?)$", text.strip(), re.IGNORECASE)
-    if not m:
-        raise ConfigError(f"--rate: {text!r} is not a number of records/s (5000) or bytes/s (10MB)")
-    number, unit = float(m[1]), m[2].upper().removesuffix("/S")
-    if unit in ("", "RPS"):
-        return number, 0.0
-    return 0.0, number * {"KB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+    m = re.match(r"^(\d+(?:\.\d+)?)\s*(?:/s|rps)?$", text.strip(), re.IGNORECASE)
+    if m:
+        return float(m[1]), 0.0
+    try:
+        return 0.0, float(parse_size(re.sub(r"/s$", "", text.strip(), flags=re.IGNORECASE), "--rate"))
+    except ConfigError:
+        raise ConfigError(f"--rate: {text!r} is not a number of records/s (5000) or bytes/s (10MB)") from None

@@ -98,3 +98,22 @@ def test_services_up_without_maven_says_so_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "infra/services up: Maven (mvn) not found on PATH; it fetches the Kafka jars from Maven Central")
     assert not list((tmp_path / "state").glob("*/pid"))
+
+
+def test_an_unreachable_broker_is_one_line_not_a_flood_of_client_logs(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_")} | {
+        "ARCHIVER_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{closed}", "ARCHIVER_ARCHIVE_URL": f"file://{tmp_path}/a",
+        "ARCHIVER_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{closed}", "ARCHIVER_TOPICS": "t"}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    for extra in ([], ["-v"]):
+        result = subprocess.run([ARCHIVER, "run", "--once", *extra], capture_output=True, text=True, env=env,
+                                timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0
+        assert len(lines) <= 5, result.stderr
+        assert any(f"kafka at 127.0.0.1:{closed} unreachable" in line for line in lines), result.stderr
+        assert not any(line.startswith("%") for line in lines)  # no raw librdkafka line

@@ -24,7 +24,8 @@ SPAN_MS = 2 * 3600_000
 
 
 def compact(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([ARCHIVER, "compact", "--closed-after", "0", *args], capture_output=True, text=True,
+    default = [] if "--closed-after" in args else ["--closed-after", "0"]  # an option given twice is an error
+    result = subprocess.run([ARCHIVER, "compact", *default, *args], capture_output=True, text=True,
                             env=env, timeout=300)
     if check and result.returncode != 0:
         raise AssertionError(f"archiver compact failed ({result.returncode}): {result.stderr[-3000:]}")

@@ -7,8 +7,6 @@ import json
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from archiver import compact, layout
 from archiver.archive import Archive
@@ -194,23 +192,6 @@ def test_an_unknown_topic_is_one_clear_error(store):
     archived(store)
     with pytest.raises(ConfigError, match="topic 'nope' is not in the archive"):
         compact.compact(Archive(store), ["nope"])
-
-
-@given(st.integers(0, 10_000), st.sampled_from(["s", "m", "h", "d", ""]))
-def test_durations_parse_to_seconds(n, unit):
-    assert compact.parse_duration(f"{n}{unit}", "x") == n * {"s": 1, "m": 60, "h": 3600, "d": 86_400, "": 1}[unit]
-
-
-@pytest.mark.parametrize("text, size", [("128MB", 128_000_000), ("64MiB", 64 * 2**20), ("1000", 1000),
-                                        ("1.5kb", 1500)])
-def test_sizes_parse_to_bytes(text, size):
-    assert compact.parse_size(text, "x") == size
-
-
-@pytest.mark.parametrize("text", ["", "-1h", "1w", "soon"])
-def test_bad_durations_name_the_option(text):
-    with pytest.raises(ConfigError, match="--grace: expected a duration"):
-        compact.parse_duration(text, "--grace")
 
 
 @pytest.mark.parametrize("dirs, end", [

@@ -42,7 +42,7 @@ def test_run_settings_layer_file_environment_and_flags(tmp_path):
     from archiver.config import load_run_settings
 
     path = tmp_path / "c.toml"
-    path.write_text('[run]\ngroup_id = "file"\nmax_buffer_bytes = "32m"\n[defaults]\nkey_buckets = 8\n'
+    path.write_text('[run]\ngroup_id = "file"\nmax_buffer_bytes = "32MiB"\n[defaults]\nkey_buckets = 8\n'
                     '[topics.b]\nkey_partitioning = "none"\n')
     s = load_run_settings(str(path), _run_env(ARCHIVER_GROUP_ID="env"), flags={"topics": "b"})
     assert (s.group_id, s.max_buffer_bytes, s.topics) == ("env", 32 * 1024 * 1024, ("b",))
