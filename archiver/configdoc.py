@@ -82,6 +82,8 @@ def _default(cls, f) -> str:
         return f"`{units.format_size(value)}`"
     if unit is Unit.SECONDS:
         return f"`{units.format_duration(value)}`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
     return f"`{value}`"
 
 

@@ -80,7 +80,7 @@ def test_compact_sizes_mean_the_same_as_in_the_config(tmp_path, monkeypatch):
     from archiver import compact as compact_mod
 
     seen = []
-    monkeypatch.setattr(compact_mod, "compact", lambda archive, topics, settings, dry_run: (
+    monkeypatch.setattr(compact_mod, "compact", lambda archive, topics, settings, dry_run, **_: (
         seen.append(settings), compact_mod.Report())[1])
     (tmp_path / "a").mkdir()
     archive = ["--archive-url", f"file://{tmp_path}/a"]
