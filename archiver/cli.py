@@ -190,8 +190,20 @@ def run(ctx, config_path, once, fmt, **flags):
 
     settings = _settings(config_path, **flags)
     logs.configure(ctx.meta["archiver.log_level"], settings.log_format)
-    daemon = Daemon(settings, once=once)
-    summary = daemon.run()
+    progress = terminal.Progress(every_s=1.0)
+
+    def show(d: Daemon, force: bool = False) -> None:
+        s = d.sink.stats
+        progress.show(f"archived {s.records_out:,} of {s.records_in:,} records consumed, "
+                      f"{sum(d.lag().values()):,} still to archive", force)
+
+    daemon = Daemon(settings, once=once, progress=show if once and progress.enabled else None)
+    try:
+        summary = daemon.run()
+        if daemon.progress is not None:
+            show(daemon, force=True)  # the final count, even for a run shorter than one redraw
+    finally:
+        progress.close()
     if once:
         _once_summary(summary, fmt)
     if daemon.stopped_by == signal.SIGINT:
@@ -205,12 +217,12 @@ def _once_summary(summary, fmt: str) -> None:
 
     if fmt == "json":
         click.echo(json.dumps(_plain(summary)))
-        return
-    rate = summary.records_in / summary.seconds if summary.seconds else 0.0
-    click.echo(f"archived {summary.records_out} records ({summary.dead_lettered} dead-lettered) from "
-               f"{summary.records_in} consumed into {summary.files} files in {summary.commits} commits; "
-               f"{summary.bytes_in / 1e6:.1f} MB Avro -> {summary.bytes_out / 1e6:.1f} MB Parquet; "
-               f"{summary.seconds:.1f}s, {rate:,.0f} records/s")
+    else:
+        rate = summary.records_in / summary.seconds if summary.seconds else 0.0
+        click.echo(f"archived {summary.records_out} records ({summary.dead_lettered} dead-lettered) from "
+                   f"{summary.records_in} consumed into {summary.files} files in {summary.commits} commits; "
+                   f"{summary.bytes_in / 1e6:.1f} MB Avro -> {summary.bytes_out / 1e6:.1f} MB Parquet; "
+                   f"{summary.seconds:.1f}s, {rate:,.0f} records/s")
     if summary.lost:
         click.echo(f"archiver: error: {summary.lost} records were deleted by Kafka (retention) before they could "
                    "be archived; `archiver status` lists the ranges", err=True)

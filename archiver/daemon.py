@@ -11,6 +11,7 @@ import logging
 import signal
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaException, TopicPartition
@@ -71,9 +72,11 @@ class OutageTimeout(TransientError):
 class Daemon:
     """One member of the archiver consumer group."""
 
-    def __init__(self, settings: RunSettings, once: bool = False):
+    def __init__(self, settings: RunSettings, once: bool = False,
+                 progress: Callable[[Daemon], None] | None = None):
         self.settings = settings
         self.once = once
+        self.progress = progress  # called every tick (--once on a terminal draws a progress line)
         self.store = open_store(settings.archive_url)
         self.registry = Registry(settings.registry) if settings.registry else None
         self._decoders: dict[str, ValueDecoder] = {}
@@ -440,6 +443,8 @@ class Daemon:
         except FencedError as e:
             logger.warning("%s", e)
         self._pause_outages()
+        if self.progress is not None:
+            self.progress(self)
 
     def _resume(self, topic: str, partition: int) -> None:
         outage = self._outages.get((topic, partition))

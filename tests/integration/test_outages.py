@@ -7,6 +7,7 @@ archive is exactly once after it recovers.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from urllib.parse import urlparse
@@ -17,6 +18,7 @@ from archiver.codec import wire
 from archiver.source import kafka as source_kafka
 from archiver.store import open_store
 from tests.conftest import _free_ports
+from tests.integration.conftest import ARCHIVER
 from tests.integration.faults import Proxy
 from tests.integration.test_run import (
     START_MS,
@@ -193,3 +195,15 @@ def test_metrics_endpoints_answer_head_and_show_build_and_process_info(services,
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)
     assert daemon.returncode == 0
+
+
+def test_run_once_shows_progress_on_a_terminal_and_a_json_summary(services, kafka, registry, archive_env, unique):
+    from tests.unit.test_cli_exits import on_a_terminal
+
+    demo.produce(kafka, registry, unique, 3000, partitions=2, start_ms=START_MS, span_ms=1000)
+    code, out, shown = on_a_terminal(["env", *(f"{k}={v}" for k, v in archive_env.items()), ARCHIVER, "run",
+                                      "--once", "--topics", unique, "--format", "json", "-q"])
+    assert code == 0, shown[-2000:]
+    summary = json.loads(out)
+    assert (summary["records_out"], summary["lost"], summary["dead_lettered"]) == (3000, 0, 0)
+    assert "\rarchived " in shown and "records consumed" in shown

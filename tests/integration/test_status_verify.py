@@ -194,10 +194,14 @@ def test_records_retention_deleted_before_a_run_are_recorded_and_reported(servic
     demo.produce(kafka, registry, unique, 50, partitions=1)
     delete_records_before(kafka, unique, 0, 80)  # offsets 50..79 go before the next run reads them
 
-    result = subprocess.run(run, env=archive_env, capture_output=True, text=True)
+    result = subprocess.run([*run, "--format", "json"], env=archive_env, capture_output=True, text=True)
 
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 1, result.stderr[-2000:]  # a batch run that lost records is not a success
     assert "offsets 50..79 (30 records) were deleted by Kafka (retention) before they were archived" in result.stderr
+    assert "archiver: error: 30 records were deleted by Kafka (retention) before they could be archived" \
+        in result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["records_out"], summary["lost"]) == (20, 30)
     archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
     (last,) = [e for e in archive.entries(unique, 0) if e.kind == "commit"][-1:]
     assert (last.start, last.end, last.records, last.lost) == (50, 100, 20, [[50, 80]])
