@@ -198,11 +198,11 @@ def test_metrics_endpoints_answer_head_and_show_build_and_process_info(services,
 
 
 def test_run_once_shows_progress_on_a_terminal_and_a_json_summary(services, kafka, registry, archive_env, unique):
-    from tests.unit.test_cli_exits import on_a_terminal
+    from tests.terminal import on_a_terminal
 
     demo.produce(kafka, registry, unique, 3000, partitions=2, start_ms=START_MS, span_ms=1000)
-    code, out, shown = on_a_terminal(["env", *(f"{k}={v}" for k, v in archive_env.items()), ARCHIVER, "run",
-                                      "--once", "--topics", unique, "--format", "json", "-q"])
+    code, out, shown = on_a_terminal([ARCHIVER, "run", "--once", "--topics", unique, "--format", "json", "-q"],
+                                     archive_env)
     assert code == 0, shown[-2000:]
     summary = json.loads(out)
     assert (summary["records_out"], summary["lost"], summary["dead_lettered"]) == (3000, 0, 0)

@@ -266,30 +266,13 @@ def test_a_schema_the_target_registry_rejects_is_bad_input_and_nothing_is_produc
 
 
 def test_a_progress_line_on_a_tty_and_a_json_summary_on_stdout(kafka, archive_env, archived, unique):
-    import os
-    import pty
+    from tests.terminal import on_a_terminal
 
     target = f"{unique}-dst"
     source_kafka.ensure_topic(kafka, target, 3)
-    leader, follower = pty.openpty()
-    try:
-        result = subprocess.run([ARCHIVER, "replay", "--topic", archived, "--to-topic", target], stdout=subprocess.PIPE,
-                                stderr=follower, env=archive_env, timeout=300, text=True)
-        os.close(follower)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the terminal has no writer left
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        os.close(leader)
-    assert result.returncode == 0
-    assert json.loads(result.stdout)["records"] == 1501
-    text = shown.decode()
+    code, out, text = on_a_terminal([ARCHIVER, "replay", "--topic", archived, "--to-topic", target], archive_env)
+    assert code == 0
+    assert json.loads(out)["records"] == 1501
     assert "\rreplayed " in text and "/1,501 records" in text and " MB, ETA " in text
     assert "replayed 1,501/1,501 records" in text  # the last update shows completion
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from archiver.archive import Archive
 from archiver.cli import cli
 from archiver.errors import ConfigError
 from archiver.store import open_store
+from tests.terminal import on_a_terminal
 from tests.unit.test_audit import Builder, T
 
 ARCHIVER = str(Path(sys.executable).parent / "archiver")
@@ -120,27 +120,6 @@ def test_verify_json_is_one_document_with_problems_orphans_counts_and_verdict(ur
 
 
 # --- progress on a terminal -----------------------------------------------------------------------------
-
-
-def on_a_terminal(argv: list[str]) -> tuple[int, str, str]:
-    """Run with stderr on a pseudo-terminal and stdout on a pipe: (exit code, stdout, what the terminal shows)."""
-    leader, follower = pty.openpty()
-    try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=follower)
-        os.close(follower)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the terminal has no writer left
-                break
-            if not chunk:
-                break
-            shown += chunk
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        os.close(leader)
-    return proc.returncode, out.decode(), shown.decode()
 
 
 def test_verify_and_compact_show_progress_on_a_terminal_only(url):
