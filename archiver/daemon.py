@@ -302,7 +302,10 @@ class Daemon:
                 if self.once and (self._gave_up() is not None or self._batch_done()):
                     break
             gave_up = self._gave_up() if self.once else None  # before closing: a revoke forgets outages
-            self._flush_all(Rotation.END, final=True)
+            if gave_up is None:
+                self._flush_all(Rotation.END)
+            else:  # commit what each partition took before the outage; its records stay for the next run
+                self._flush_each_once(Rotation.END)
         finally:
             self._close()
             if server is not None:
@@ -480,18 +483,25 @@ class Daemon:
     def _batch_done(self) -> bool:
         """--once: every partition reached its end offset and committed. A commit the dead-letter
         topic made withdraw sends its partition back to consume again, so the run goes on."""
-        if not self._reached_ends():
+        if self.sink.outages() or not self._reached_ends():
             return False
-        self._flush_all(Rotation.END)
+        self._flush_each_once(Rotation.END)  # a commit that fails waits for its outage, retried by _tick
         self._pause_outages()
         return not self.sink.outages()
 
-    def _flush_all(self, reason: Rotation, final: bool = False) -> None:
+    def _flush_each_once(self, reason: Rotation) -> None:
+        for topic, partition in list(self.sink.owned):
+            try:
+                self.sink.flush(topic, partition, reason)
+            except FencedError as e:
+                logger.warning("%s", e)
+
+    def _flush_all(self, reason: Rotation) -> None:
         """Commit what every partition archived, retrying through store outages until
         run.shutdown_timeout_s; records a partition could not take stay for the next run.
 
         Raises:
-            TransientError: `final`, and a partition could not commit what it consumed.
+            TransientError: a partition could not commit what it consumed.
         """
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
         for topic, partition in list(self.sink.owned):
@@ -508,8 +518,9 @@ class Daemon:
                 raise TransientError(f"could not commit {topic}[{partition}] within "
                                      f"{self.settings.shutdown_timeout_s:.0f}s of stopping; its records are "
                                      "archived by the next run")
-        withdrawn = self.sink.outages() if final else {}
-        if withdrawn and (not self.once or self._gave_up() is None):
+        # commits the dead-letter topic made withdraw: consumed records this run could not commit
+        withdrawn = {key: e for key, e in self.sink.outages().items() if isinstance(e, DeadLetterUndelivered)}
+        if withdrawn:
             (topic, partition), error = next(iter(withdrawn.items()))
             raise TransientError(f"could not commit {topic}[{partition}] before stopping: {error}; its records "
                                  "are archived by the next run")
