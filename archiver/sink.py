@@ -563,7 +563,10 @@ def archived_rows(run: Run, partition: int, offsets: list[int], stamps: list[tup
         meta = meta.append_column("_key", decoded_keys)
     if run.table is None:
         return meta
-    values = run.table.cast(nullable_schema(run.table.schema))  # tombstone rows null whole structs
+    values = run.table
+    wanted = nullable_schema(values.schema)  # tombstone rows null whole structs
+    if not wanted.equals(values.schema):  # a no-op cast is not free, and pyarrow breaks structs of null children
+        values = values.cast(wanted)
     return pa.Table.from_arrays(values.columns + meta.columns,
                                 schema=pa.schema(list(values.schema) + list(meta.schema)))
 

@@ -59,12 +59,12 @@ def known_failures(schema, named: dict) -> set[str]:
     found = set()
     for sub in _nested(schema, named):
         kind = sub["type"] if isinstance(sub, dict) else None
+        if kind in ("array", "map") and sub.get("items", sub.get("values")) == "null":
+            found.add("array or map of null, next to fields that need a cast")
         if kind == "fixed" and sub["size"] == 0:
             found.add("fixed of size 0")
         if kind == "record" and not sub["fields"]:
             found.add("nested record without fields")
-        if (kind, sub.get("items", sub.get("values")) if kind else None) in (("array", "null"), ("map", "null")):
-            found.add("array or map of null")
     return found
 
 
@@ -288,8 +288,6 @@ def test_a_string_key_column_holds_the_decoded_keys():
 
 INNER = record(("x", "int"), name="Inner")
 WRITE_FAILS = "the sink cannot write the file"
-NULL_LIST_CAST = ("sink.archived_rows' nullable_schema cast builds an invalid table (pyarrow 26 list<null> "
-                  "cast), so the sink cannot ingest the message")
 
 
 def known_failure(raises, reason: str):
@@ -304,12 +302,17 @@ def known_failure(raises, reason: str):
     pytest.param(record(("f", record(name="Nothing"))), [{"f": {}}], id="nested record without fields",
                  marks=known_failure(pa.ArrowNotImplementedError,
                                      f"{WRITE_FAILS}: Parquet cannot write a struct with no child field")),
+    # Casting these to the nullable schema (a no-op) broke the null children: the sink skips such casts.
     pytest.param(record(("a", {"type": "array", "items": "null"})), [{"a": [None, None]}],
-                 id="array of null, two items",
-                 marks=known_failure(pa.ArrowInvalid, NULL_LIST_CAST)),
+                 id="array of null, two items"),
     pytest.param(record(("m", {"type": "map", "values": "null"})), [{"m": {"a": None, "b": None}}],
-                 id="map of null, two entries",
-                 marks=known_failure(pa.ArrowInvalid, NULL_LIST_CAST)),
+                 id="map of null, two entries"),
+    pytest.param(record(("m", {"type": "map", "values": ["null", record(("a", "null"), ("b", "null"), name="Nulls")]})),
+                 [{"m": {"": None, "0": {"a": None, "b": None}}}], id="map of optional records of null fields"),
+    pytest.param(record(("a", {"type": "array", "items": "null"}), ("b", {"type": "array", "items": "boolean"})),
+                 [{"a": [None, None], "b": []}], id="array of null next to an array to cast",
+                 marks=known_failure(pa.ArrowInvalid, "the decoded list<null> column does not survive the cast to "
+                                     "the nullable schema (its child is shorter than its offsets)")),
     # A null struct over non-nullable fields: Parquet gives its children back null.
     pytest.param(record(("r", ["null", INNER])), [{"r": None}], id="optional record, null"),
     pytest.param(record(("u", [INNER, "string"])), [{"u": "s"}], id="union of a record, other branch"),
