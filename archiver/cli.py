@@ -106,6 +106,22 @@ def demo(config_path, bootstrap_servers, schema_registry_url, archive_url, topic
     click.echo("4. one archived row: " + ", ".join(f"{k}={row[k]!s}" for k in shown))
     _demo_replay(settings, archive, topic, partitions)
     _demo_batch(settings.archive_url, archive, topic)
+    if settings.catalog.configured:
+        _demo_iceberg(settings, topic)
+
+
+def _demo_iceberg(settings, topic: str) -> None:
+    """The last full hour again, through the topic's Iceberg table, as an engine reads it."""
+    import time
+
+    from archiver import tables
+
+    end = int(time.time() // 3600) * 3600_000
+    sql, rows, read, total = tables.demo_query(settings, topic, end - 3600_000, end)
+    click.echo(f"9. the Iceberg table {settings.catalog.namespace}.{tables.table_name(topic)} "
+               f"(catalog {settings.catalog.kind}), read by DuckDB's iceberg extension:\n   {sql}\n"
+               f"   (read {read} of {total} files: the table's hour partitions pruned the rest)")
+    click.echo("   " + "\n   ".join(f"{event_type:<12} {events:>6}" for event_type, events in rows))
 
 
 def _demo_batch(archive_url: str, archive, topic: str) -> None:
@@ -454,10 +470,15 @@ def compact(config_path, archive_url, topics, target_size, row_group_size, close
     for name, size in (("--target-size", settings.target_bytes), ("--row-group-size", settings.row_group_bytes)):
         if size <= 0:
             raise ConfigError(f"{name}: must be positive, got {size}")
+    tables = None
+    if run.catalog.configured:
+        from archiver import tables as tables_mod
+
+        tables = tables_mod.publisher(run)
     progress = terminal.Progress()
     try:
         report = compact_mod.compact(Archive(open_store(run.archive_url)), list(topics) or None, settings,
-                                     dry_run=dry_run, progress=lambda done, total: progress.show(
+                                     dry_run=dry_run, tables=tables, progress=lambda done, total: progress.show(
                                          f"{'planned' if dry_run else 'compacted'} {done}/{total} partitions",
                                          force=done == total))
     finally:
@@ -498,7 +519,35 @@ def ddl(config_path, archive_url, topics, database, table):
 
 @cli.group("catalog")
 def catalog_group() -> None:
-    """Register archived topics as tables in the AWS Glue Data Catalog."""
+    """Iceberg tables over the archive (publish, status); Hive-directory tables in Glue (sync)."""
+
+
+@catalog_group.command("publish")
+@config_option
+@archive_option
+@topics_option("Archived topics (default: all).", "--topic")
+@_one_line_errors
+def catalog_publish(config_path, archive_url, topics):
+    """Publish newly committed files to each topic's Iceberg table: one table commit per topic."""
+    from archiver import tables
+
+    settings = _settings(config_path, needs=("archive",), archive_url=archive_url)
+    for result in tables.publish(settings, topics):
+        click.echo(result.line())
+
+
+@catalog_group.command("status")
+@config_option
+@archive_option
+@click.option("--topic", required=True, help="The archived topic.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_one_line_errors
+def catalog_status(config_path, archive_url, topic, fmt):
+    """A topic's Iceberg table: snapshot, files, records, and what is not yet published."""
+    from archiver import tables
+
+    doc = tables.status(_settings(config_path, needs=("archive",), archive_url=archive_url), topic)
+    click.echo(tables.json_text(doc) if fmt == "json" else tables.status_text(doc))
 
 
 @catalog_group.command("sync")

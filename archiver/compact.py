@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -116,8 +117,13 @@ class Report:
 
 def compact(archive: Archive, topics: Iterable[str] | None = None, settings: CompactSettings = CompactSettings(),
             partitions: Callable[[str], Iterable[int]] | None = None, now: Callable[[], float] = time.time,
-            dry_run: bool = False, progress: Callable[[int, int], None] | None = None) -> Report:
+            dry_run: bool = False, progress: Callable[[int, int], None] | None = None,
+            tables: Tables | None = None) -> Report:
     """Compact every (or the given) topic's partitions, then delete files replaced long enough ago.
+
+    With `tables` (the Iceberg tables are published), each topic's compactions are published as
+    one table commit before anything is deleted, snapshots older than the grace period expire, and
+    a replaced file is deleted only once no retained snapshot names it.
 
     `progress(done, total)` is called after each partition. Raises ConfigError for a URL with no
     archive under it, or a topic the archive does not hold.
@@ -131,15 +137,39 @@ def compact(archive: Archive, topics: Iterable[str] | None = None, settings: Com
     work = [(t, p) for t in chosen for p in (partitions(t) if partitions else archive.partitions(t))]
     report = Report()
     for topic, p in work:
-        report.partitions.append(compact_partition(archive.store, topic, p, settings, now, dry_run))
+        report.partitions.append(compact_partition(archive.store, topic, p, settings, now, dry_run,
+                                                   collect=tables is None))
         if progress:
             progress(len(report.partitions), len(work))
+    if tables is not None and not dry_run:
+        collect_published(archive.store, tables, report.partitions, settings, now)
     return report
 
 
+class Tables(Protocol):
+    """The Iceberg side of compaction (`archiver.tables.Publisher`)."""
+
+    def settle(self, topic: str, grace_s: float) -> dict[int, int]:
+        """Publish the topic, expire snapshots older than `grace_s`; per partition, the lowest ledger
+        position a retained snapshot reflects."""
+
+
+def collect_published(store: ObjectStore, tables: Tables, reports: list[PartitionReport],
+                      settings: CompactSettings, now: Callable[[], float] = time.time) -> None:
+    """Delete replaced files no retained table snapshot names, after publishing each topic."""
+    for topic in dict.fromkeys(r.topic for r in reports):
+        floors = tables.settle(topic, settings.grace_s)
+        for r in reports:
+            if r.topic == topic:
+                ledger = PartitionLedger(store, topic, r.partition)
+                r.deleted_files += _collect_garbage(ledger, settings, now(), floors.get(r.partition, 0))
+
+
 def compact_partition(store: ObjectStore, topic: str, partition: int, settings: CompactSettings,
-                      now: Callable[[], float] = time.time, dry_run: bool = False) -> PartitionReport:
-    """Clean up crashed compactions, compact one partition once, delete what the grace period freed."""
+                      now: Callable[[], float] = time.time, dry_run: bool = False,
+                      collect: bool = True) -> PartitionReport:
+    """Clean up crashed compactions, compact one partition once, delete what the grace period freed
+    (unless `collect` is off: a published table decides that, see `collect_published`)."""
     started = time.monotonic()
     report = PartitionReport(topic, partition)
     ledger = PartitionLedger(store, topic, partition)
@@ -158,7 +188,7 @@ def compact_partition(store: ObjectStore, topic: str, partition: int, settings: 
             if committed is not None:
                 report.seq = committed.seq
                 report.files_out, report.bytes_out = len(merged), sum(f.bytes for f in merged)
-    if not dry_run:
+    if not dry_run and collect:
         report.deleted_files = _collect_garbage(ledger, settings, now())
     report.seconds = time.monotonic() - started
     return report
@@ -439,9 +469,10 @@ def _remove_stale(ledger: PartitionLedger, settings: CompactSettings, now: float
     return removed
 
 
-def _collect_garbage(ledger: PartitionLedger, settings: CompactSettings, now: float) -> int:
+def _collect_garbage(ledger: PartitionLedger, settings: CompactSettings, now: float, floor: int | None = None) -> int:
     """Delete the files of entries replaced by compactions at least `grace_s` old that no live
-    entry still names.
+    entry still names (and, given a table's `floor`, only of compactions at or below it: no
+    retained snapshot names what they replaced).
 
     Compactions are collected in seq order, stopping at the first one still in its grace period;
     a marker object remembers the seq everything up to which was collected, so a run reads only
@@ -457,7 +488,7 @@ def _collect_garbage(ledger: PartitionLedger, settings: CompactSettings, now: fl
     doomed: list[str] = []
     for entry in ledger.entries(through):
         if entry.kind == "compaction":
-            if entry.committed_at + settings.grace_s > now:
+            if entry.committed_at + settings.grace_s > now or (floor is not None and entry.seq > floor):
                 break
             if live_keys is None:
                 live_keys = {f.key for e in ledger.view().live for f in e.files}
@@ -485,13 +516,13 @@ class Scheduled:
     """
 
     def __init__(self, archive_url: str, interval_s: float, settings: CompactSettings,
-                 owned: Callable[[], list[tuple[str, int]]]):
+                 owned: Callable[[], list[tuple[str, int]]], tables: Callable[[], Tables] | None = None):
         import schedule
 
         from archiver.store import open_store
 
         self.store = open_store(archive_url)  # its own client: the sink's stays uncontended
-        self.settings, self.owned = settings, owned
+        self.settings, self.owned, self.tables = settings, owned, tables
         self.scheduler = schedule.Scheduler()
         self.scheduler.every(interval_s).seconds.do(self._start)
         self._thread: threading.Thread | None = None
@@ -511,19 +542,27 @@ class Scheduled:
         self._thread.start()
 
     def _run(self, partitions: list[tuple[str, int]]) -> None:
+        reports = []
         for topic, partition in partitions:
             if self._stopping.is_set():
                 return
             try:
-                report = compact_partition(self.store, topic, partition, self.settings)
+                reports.append(compact_partition(self.store, topic, partition, self.settings,
+                                                 collect=self.tables is None))
             except Exception as e:  # noqa: BLE001 - a failed run is retried at the next interval
                 self.failures += 1
                 logger.warning("compaction of %s[%d] failed: %s", topic, partition, e)
-                continue
+        if self.tables is not None and reports:
+            try:
+                collect_published(self.store, self.tables(), reports, self.settings)
+            except Exception as e:  # noqa: BLE001 - replaced files wait for the next run
+                self.failures += 1
+                logger.warning("publishing compactions to the tables failed: %s", e)
+        for report in reports:
             self.totals.update({k: getattr(report, k) for k in COUNTS})
             if report.files_in or report.deleted_files:
-                logger.info("compaction of %s[%d]: %d file(s) → %d, %d replaced file(s) deleted", topic, partition,
-                            report.files_in, report.files_out, report.deleted_files)
+                logger.info("compaction of %s[%d]: %d file(s) → %d, %d replaced file(s) deleted", report.topic,
+                            report.partition, report.files_in, report.files_out, report.deleted_files)
         self.runs += 1
 
     def close(self, timeout: float = 60.0) -> None:

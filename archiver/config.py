@@ -229,6 +229,28 @@ class TopicSettings:
 
 
 @dataclass(frozen=True)
+class CatalogSettings:
+    """The Iceberg catalog ([catalog]): pyiceberg's own property names, and archiver's namespace.
+
+    Environment: `ARCHIVER_CATALOG_<PROPERTY>` with pyiceberg's convention, `__` for `.` and `_`
+    for `-` (ARCHIVER_CATALOG_S3__ENDPOINT is s3.endpoint).
+    """
+
+    properties: Mapping[str, str] = field(default_factory=dict)
+    """type, uri, warehouse, ... as pyiceberg's load_catalog takes them."""
+    namespace: str = "archiver"
+    """The namespace (Glue database) of archiver's tables."""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.properties.get("type") or self.properties.get("uri"))
+
+    @property
+    def kind(self) -> str:
+        return self.properties.get("type") or self.properties.get("uri", "?").split(":", 1)[0]
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """Everything a command may need: `run` reads all of it, other commands what they use."""
 
@@ -282,11 +304,17 @@ class RunSettings:
     compact_closed_after_s: Seconds = 3600.0
     """A time partition is compacted this long after its end (`compact --closed-after`)."""
     compact_grace_s: Seconds = 900.0
-    """Replaced files are deleted this long after compaction (`compact --grace`)."""
+    """Replaced files are deleted this long after compaction (`compact --grace`), and no sooner
+    than every retained Iceberg snapshot has moved past them; table snapshots older than this
+    expire when a compaction runs."""
+    publish_interval_s: Seconds = 60.0
+    """With a [catalog]: `run` publishes newly committed files to each topic's Iceberg table this
+    often, one table commit per topic; 0 disables (then `archiver catalog publish` does it)."""
     defaults: TopicSettings = TopicSettings()
     overrides: dict[str, TopicSettings] = field(default_factory=dict)
     target_kafka: KafkaSettings | None = None
     target_registry: RegistrySettings | None = None
+    catalog: CatalogSettings = CatalogSettings()
 
     def for_topic(self, topic: str) -> TopicSettings:
         return self.overrides.get(topic, self.defaults)
@@ -306,7 +334,8 @@ class RunSettings:
             out = {}
             for f in fields(obj):
                 value = getattr(obj, f.name)
-                if value in (None, (), {}) or isinstance(value, KafkaSettings | RegistrySettings | TopicSettings):
+                if value in (None, (), {}) or isinstance(value, KafkaSettings | RegistrySettings | TopicSettings
+                                                                 | CatalogSettings):
                     continue
                 if isinstance(value, Mapping):
                     value = {k: SECRET_MASK if mask and is_secret(k) else v for k, v in value.items()}
@@ -324,6 +353,9 @@ class RunSettings:
             doc["target_kafka"] = public(self.target_kafka)
         if self.target_registry:
             doc["target_schema_registry"] = public(self.target_registry)
+        if self.catalog.configured:
+            doc["catalog"] = {k: SECRET_MASK if mask and is_secret(k) else v
+                              for k, v in self.catalog.properties.items()} | {"namespace": self.catalog.namespace}
         doc["topics"] = {t: public(s) for t, s in self.overrides.items()}
         return doc
 
@@ -335,7 +367,7 @@ RUN_NEEDS = frozenset({"kafka", "archive", "topics", "registry"})
 #: The TOML tables and the settings class each holds (order: as in the reference).
 SECTIONS = {"kafka": KafkaSettings, "schema_registry": RegistrySettings, "archive": None, "run": RunSettings,
             "defaults": TopicSettings, "topics": None, "target_kafka": KafkaSettings,
-            "target_schema_registry": RegistrySettings}
+            "target_schema_registry": RegistrySettings, "catalog": None}
 
 #: Flags given by their old flat names (`--bootstrap-servers` -> kafka.bootstrap_servers).
 _FLAG_KEYS = {"bootstrap_servers": "kafka.bootstrap_servers", "schema_registry_url": "schema_registry.url",
@@ -377,7 +409,8 @@ def load_run_settings(path: str | None, env: Mapping[str, str] = os.environ,
     target = _kafka(doc, env, flags, "target_kafka", "--target-bootstrap-servers", required=False)
     return RunSettings(kafka=kafka, registry=registry, defaults=defaults, overrides=overrides,
                        target_kafka=target if target.bootstrap_servers else None,
-                       target_registry=_registry(doc, env, flags, "target_schema_registry"), **run)
+                       target_registry=_registry(doc, env, flags, "target_schema_registry"),
+                       catalog=_catalog(doc, env), **run)
 
 
 def _layer(doc: dict, env: Mapping[str, str], flags: Mapping[str, object], section: str, cls,
@@ -413,6 +446,19 @@ def _kafka(doc, env, flags, section: str, flag: str, required: bool) -> KafkaSet
     return KafkaSettings(client=client, **values)
 
 
+def _catalog(doc, env) -> CatalogSettings:
+    """[catalog]: a free-form table of pyiceberg properties (nested TOML tables as dotted names)."""
+    table = _table(doc, "catalog")
+    props = flatten(table, stringify=True)
+    prefix = "ARCHIVER_CATALOG_"
+    props |= {name[len(prefix):].lower().replace("__", "\0").replace("_", "-").replace("\0", "."): value
+              for name, value in env.items() if name.startswith(prefix) and len(name) > len(prefix) and value}
+    namespace = props.pop("namespace", None) or "archiver"
+    if not re.match(r"^[a-z0-9_]{1,255}$", namespace):
+        raise ConfigError(f"catalog.namespace: {namespace!r} is not a valid namespace (a-z, 0-9 and _)")
+    return CatalogSettings(props, namespace)
+
+
 def _registry(doc, env, flags, section: str) -> RegistrySettings | None:
     values = _layer(doc, env, flags, section, RegistrySettings)
     url = values.get("url")
@@ -423,7 +469,7 @@ def _registry(doc, env, flags, section: str) -> RegistrySettings | None:
     return RegistrySettings(**values)
 
 
-_NOT_RUN = frozenset({"kafka", "registry", "defaults", "overrides", "target_kafka", "target_registry"})
+_NOT_RUN = frozenset({"kafka", "registry", "defaults", "overrides", "target_kafka", "target_registry", "catalog"})
 
 
 def _run(doc, env, flags, needs: frozenset[str]) -> dict:

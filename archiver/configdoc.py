@@ -51,6 +51,27 @@ A variable beats the file. The named `[kafka]` keys above beat a property of the
 archiver's own settings of a client (the consumer's `group.id`, `enable.auto.commit`, fetch sizes;
 the producers' idempotence and transactions) beat both.
 
+## `[catalog]`
+
+The Iceberg catalog archiver publishes each topic's table to (see the README's "Iceberg tables").
+Its keys are pyiceberg's own catalog properties
+(<https://py.iceberg.apache.org/configuration/>), passed as they are, and one of archiver's:
+`namespace` (default `archiver`), where the tables go. No `type` and no `uri` means no catalog:
+`run` publishes nothing.
+
+```toml
+[catalog]
+type = "sql"                                  # embedded: a SQLite file
+uri = "sqlite:////var/lib/archiver/catalog.db"
+# type = "glue"                               # AWS Glue (what Athena reads)
+# type = "rest", uri = "https://...", warehouse = "...", credential = "..."   # Iceberg REST
+```
+
+The variable of a property is `ARCHIVER_CATALOG_` followed by the property in upper case with
+pyiceberg's own convention, `__` for `.` and `_` for `-`: `ARCHIVER_CATALOG_URI` sets `uri`,
+`ARCHIVER_CATALOG_S3__ENDPOINT` sets `s3.endpoint`. For an `s3://` archive, `s3.endpoint` and
+`s3.region` default to those of archiver's own S3 client; credentials come from the AWS chain.
+
 ## Secrets
 
 A key or property is a secret when its name (dots read as `_`) contains
@@ -126,7 +147,7 @@ def reference() -> str:
     for section, cls, intro in tables:
         out += [f"\n## `[{section}]`\n", intro, "", "| key | environment variable | default | meaning |",
                 "|---|---|---|---|"]
-        exclude = ("kafka", "registry", "defaults", "overrides", "target_kafka", "target_registry")
+        exclude = ("kafka", "registry", "defaults", "overrides", "target_kafka", "target_registry", "catalog")
         out += _rows(section, cls, exclude)
     marks = ", ".join(f"`{m}`" for m in SECRET_MARKS)
     out.append(_CLIENT.format(marks=marks))

@@ -115,13 +115,20 @@ class Daemon:
         self.sink.log_start = self._log_start
         self.sink.check_layout = LayoutGuard(self.store, settings).check
         self._key_decoders: dict[str, KeyDecoder] = {}
+        self.publishing = None
+        if settings.catalog.configured and settings.publish_interval_s > 0:
+            from archiver import tables
+
+            self.publishing = tables.Scheduled(settings, settings.publish_interval_s,
+                                               lambda: {topic for topic, _ in self.sink.owned})
         self.compaction = None
         if settings.compact_interval_s > 0 and not once:
             from archiver.compact import CompactSettings, Scheduled
 
             self.compaction = Scheduled(settings.archive_url, settings.compact_interval_s, CompactSettings(
                 target_bytes=settings.compact_target_bytes, closed_after_s=settings.compact_closed_after_s,
-                grace_s=settings.compact_grace_s), lambda: list(self.sink.owned))
+                grace_s=settings.compact_grace_s), lambda: list(self.sink.owned),
+                self.publishing.publisher if self.publishing is not None else None)
 
     # --- wiring ------------------------------------------------------------------------------
 
@@ -303,7 +310,10 @@ class Daemon:
                     break
             gave_up = self._gave_up() if self.once else None  # before closing: a revoke forgets outages
             if gave_up is None:
+                topics = {topic for topic, _ in self.sink.owned}
                 self._flush_all(Rotation.END)
+                if self.publishing is not None:  # the tables include what this run committed
+                    self.publishing.publish_all(sorted(topics))
             else:  # commit what each partition took before the outage; its records stay for the next run
                 self._flush_each_once(Rotation.END)
         finally:
@@ -440,6 +450,8 @@ class Daemon:
         self._record_highs()
         if self.compaction is not None:
             self.compaction.tick()
+        if self.publishing is not None and not self.once:
+            self.publishing.tick()
         self._retry_outages()
         try:
             self.sink.tick(self.settings.max_buffer_bytes)
@@ -528,6 +540,8 @@ class Daemon:
     def _close(self) -> None:
         if self.compaction is not None:
             self.compaction.close()
+        if self.publishing is not None:
+            self.publishing.close()
         try:
             self.consumer.close()
         except KafkaException as e:

@@ -112,6 +112,18 @@ class DaemonCollector:
                  totals["deleted_files"]),
             ]:
                 yield CounterMetricFamily(name, doc, value=value)
+        if d.publishing is not None:
+            pub = d.publishing
+            yield CounterMetricFamily("archiver_table_commits", "Iceberg table commits made by publishing",
+                                      value=pub.commits)
+            yield CounterMetricFamily("archiver_table_publish_failures",
+                                      "Publishing rounds of a topic that failed (retried next interval)",
+                                      value=pub.failures)
+            if pub.last_success is not None:
+                yield GaugeMetricFamily("archiver_table_last_publish_timestamp_seconds",
+                                        "When a topic's table was last brought up to date", value=pub.last_success)
+                yield GaugeMetricFamily("archiver_table_publish_seconds", "Duration of the last publish of a topic",
+                                        value=pub.last_seconds)
 
 
     @staticmethod

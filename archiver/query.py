@@ -355,15 +355,20 @@ def connect(archive_url: str) -> duckdb.DuckDBPyConnection:
 
 def httpfs_path() -> Path:
     """The httpfs extension file of the duckdb-extension-httpfs wheel, for this DuckDB version."""
+    return extension_path("httpfs")
+
+
+def extension_path(name: str) -> Path:
+    """A DuckDB extension file from its duckdb-extension-<name> wheel (nothing is downloaded)."""
     import importlib.util
 
-    spec = importlib.util.find_spec("duckdb_extension_httpfs")
+    package = f"duckdb-extension-{name}"
+    spec = importlib.util.find_spec(package.replace("-", "_"))
     if spec is None or not spec.submodule_search_locations:
-        raise TerminalError("querying an s3:// archive needs the duckdb-extension-httpfs package "
-                            f"(pip install duckdb-extension-httpfs=={duckdb.__version__})")
-    path = Path(spec.submodule_search_locations[0]) / "extensions" / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
+        raise TerminalError(f"this needs DuckDB's {name} extension: pip install {package}=={duckdb.__version__}")
+    path = Path(spec.submodule_search_locations[0]) / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
     if not path.is_file():
-        raise TerminalError(f"duckdb-extension-httpfs does not match duckdb {duckdb.__version__} (no {path})")
+        raise TerminalError(f"{package} does not match duckdb {duckdb.__version__} (no {path})")
     return path
 
 

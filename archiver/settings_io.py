@@ -20,7 +20,7 @@ SECRET_MASK = "****"
 
 #: A setting or librdkafka property is secret when its name (dots or underscores) contains one of these.
 SECRET_MARKS = ("password", "passphrase", "secret", "credential", "user_info", "key_pem", "private_key",
-                "oauthbearer_config")
+                "oauthbearer_config", "token")
 
 
 class Unit(Enum):

@@ -446,6 +446,9 @@ def env_exports(s: Settings) -> str:
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
+        # The embedded Iceberg catalog: a SQL catalog on SQLite under the state folder.
+        "ARCHIVER_CATALOG_TYPE": "sql",
+        "ARCHIVER_CATALOG_URI": f"sqlite:///{s.state / 'catalog.db'}",
     }
     return "".join(f"export {k}={v}\n" for k, v in values.items())
 

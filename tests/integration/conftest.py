@@ -3,6 +3,8 @@
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from archiver import demo
 from archiver.codec.registry import Registry
 from archiver.config import KafkaSettings, RegistrySettings
+from tests.conftest import _free_ports
 
 
 @pytest.fixture
@@ -71,3 +74,31 @@ def archive_demo(services, name: str, records: int = 4000, partitions: int = 3,
 def archived_demo(services) -> ArchivedTopic:
     """One archived demo topic shared by read-only tests (query, ddl, status): do not modify it."""
     return archive_demo(services, f"shared-demo-{os.urandom(3).hex()}")
+
+
+@pytest.fixture(scope="session")
+def glue(tmp_path_factory) -> str:
+    """A moto server (Glue and the rest of AWS, in memory) on a free port: its endpoint URL."""
+    port = _free_ports(1)[0]
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto server did not start: see {log.name}") from None
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()

@@ -5,20 +5,15 @@ from __future__ import annotations
 import io
 import re
 import subprocess
-import sys
-import time
-import urllib.request
 
 import boto3
 import fastavro
 import pyarrow.parquet as pq
-import pytest
 
 from archiver import demo
 from archiver.archive import Archive
 from archiver.source import kafka as source_kafka
 from archiver.store import open_store
-from tests.conftest import _free_ports
 from tests.integration.conftest import ARCHIVER, archive_demo
 from tests.unit.test_catalog import assert_matches, parse_hive
 
@@ -55,34 +50,6 @@ def parse_ddl(text: str) -> tuple[list[tuple[str, str]], list[str], str, dict[st
     partitions = [re.fullmatch(r"  `([^`]+)` string,?", line)[1] for line in body[2].splitlines()]
     props = dict(re.fullmatch(r"  '([^']*)'='([^']*)',?", line).groups() for line in body[4].splitlines())
     return columns, partitions, body[3], props
-
-
-@pytest.fixture(scope="module")
-def glue(tmp_path_factory) -> str:
-    """A moto server (Glue and the rest of AWS, in memory) on a free port: its endpoint URL."""
-    port = _free_ports(1)[0]
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"moto server did not start: see {log.name}") from None
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
 
 
 def glue_client(endpoint: str):

@@ -17,8 +17,8 @@ from archiver.source import kafka as source_kafka
 from archiver.store import open_store
 from tests.conftest import _free_ports
 from tests.integration.test_replay import fingerprint, replay
-from tests.integration.test_run_resilience import metrics
 from tests.integration.test_run import ARCHIVER, START_MS, run_archiver, source_offsets
+from tests.integration.test_run_resilience import metrics
 
 SPAN_MS = 2 * 3600_000
 

@@ -224,10 +224,36 @@ def test_the_reference_documents_every_setting():
     from archiver.config import KafkaSettings, RegistrySettings, RunSettings, TopicSettings
 
     reference = configdoc.reference()
+    assert "## `[catalog]`" in reference and "ARCHIVER_CATALOG_S3__ENDPOINT" in reference
     for cls in (KafkaSettings, RegistrySettings, RunSettings, TopicSettings):
         docs = configdoc.field_docs(cls)
         for f in fields(cls):
             if not isinstance(f.default, KafkaSettings | RegistrySettings | TopicSettings) and f.name not in (
-                    "kafka", "registry", "overrides", "target_kafka", "target_registry", "client"):
+                    "kafka", "registry", "overrides", "target_kafka", "target_registry", "client", "catalog"):
                 assert docs.get(f.name), f"{cls.__name__}.{f.name} has no docstring"
                 assert f"{f.name}` |" in reference or f.name == "archive_url"
+
+
+def test_catalog_takes_pyiceberg_properties_from_toml_and_environment(tmp_path):
+    path = tmp_path / "archiver.toml"
+    path.write_text('[catalog]\ntype = "rest"\nuri = "https://catalog.example/api"\ncredential = "id:hush"\n'
+                    's3.endpoint = "http://file-endpoint"\nnamespace = "lake"\n')
+    env = {"ARCHIVER_ARCHIVE_URL": "s3://b/p", "ARCHIVER_CATALOG_S3__ENDPOINT": "http://127.0.0.1:4566",
+           "ARCHIVER_CATALOG_S3__ACCESS_KEY_ID": "AKIA", "ARCHIVER_CATALOG_WAREHOUSE": "wh"}
+    settings = load_run_settings(str(path), env, needs=frozenset({"archive"}))
+    assert settings.catalog.namespace == "lake"
+    assert settings.catalog.properties == {"type": "rest", "uri": "https://catalog.example/api", "credential": "id:hush",
+                                           "s3.endpoint": "http://127.0.0.1:4566", "s3.access-key-id": "AKIA",
+                                           "warehouse": "wh"}
+    assert settings.catalog.configured and settings.catalog.kind == "rest"
+    shown = settings.masked()["catalog"]
+    assert shown["credential"] == "****" and shown["uri"] == "https://catalog.example/api"
+    assert "id:hush" in settings.secrets()
+
+
+def test_no_catalog_unless_a_type_or_uri_is_set_and_a_bad_namespace_is_one_error():
+    settings = load_run_settings(None, {"ARCHIVER_ARCHIVE_URL": "s3://b/p"}, needs=frozenset({"archive"}))
+    assert not settings.catalog.configured and "catalog" not in settings.masked()
+    with pytest.raises(ConfigError, match=r"^catalog.namespace: 'Lake-1' is not a valid namespace"):
+        load_run_settings(None, {"ARCHIVER_ARCHIVE_URL": "s3://b/p", "ARCHIVER_CATALOG_NAMESPACE": "Lake-1"},
+                          needs=frozenset({"archive"}))
