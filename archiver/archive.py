@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry, PartitionLedger
 from archiver.store import ObjectStore
+from archiver.writer import parquet
 
 
 class Archive:
@@ -64,7 +63,7 @@ class Archive:
                 yield from sorted(entry.files, key=lambda f: (f.first_offset, f.key))
 
     def read(self, file: FileEntry) -> pa.Table:
-        return pq.read_table(io.BytesIO(self.store.get(file.key)))
+        return parquet.read_table(self.store.get(file.key))
 
     def read_topic(self, topic: str) -> pa.Table:
         tables = [self.read(f) for f in self.files(topic)]

@@ -346,17 +346,18 @@ class _Compaction:
         out: list[FileEntry] = []
         writer: _Output | None = None
         for f, data in _prefetched(self.store, files):
-            table = pq.read_table(io.BytesIO(data))
+            table = parquet.read_table(data)
             schema = table.schema.remove_metadata()
             writer_schemas = parquet.writer_schemas_of(table.schema.metadata)
+            micros = parquet.micros_fit(table)
             if writer is not None and (writer.schema != schema or writer.writer_schemas != writer_schemas
-                                       or writer.size >= self.settings.target_bytes):
+                                       or writer.micros != micros or writer.size >= self.settings.target_bytes):
                 out.append(self._upload(writer.close()))
                 writer = None
             if writer is None:
                 key = layout.DataKey(self.ledger.topic, self.ledger.partition, f.first_offset, self.head.epoch,
                                      directories, compaction=self.seq).format()
-                writer = _Output(key, schema, writer_schemas, self.settings)
+                writer = _Output(key, schema, writer_schemas, self.settings, micros)
             writer.add(table.replace_schema_metadata(None))
         if writer is not None:
             out.append(self._upload(writer.close()))
@@ -397,12 +398,15 @@ def _prefetched(store: ObjectStore, files: list[FileEntry], ahead: int = 8) -> I
 class _Output:
     """One merged Parquet file being written: row groups of about `row_group_bytes`."""
 
-    def __init__(self, key: str, schema: pa.Schema, writer_schemas: dict[int, str], settings: CompactSettings):
+    def __init__(self, key: str, schema: pa.Schema, writer_schemas: dict[int, str], settings: CompactSettings,
+                 micros: bool = True):
         self.key, self.schema, self.writer_schemas, self.settings = key, schema, writer_schemas, settings
+        self.micros = micros  # timestamps stored in microseconds (see parquet.writer_options)
         self.sink = io.BytesIO()
         metadata = {parquet.WRITER_SCHEMAS_KEY: parquet.schemas_json(tuple(sorted(writer_schemas.items()))),
                     parquet.ROW_ORDER_KEY: settings.sort_by.encode()}
-        self.writer = pq.ParquetWriter(self.sink, schema.with_metadata(metadata), **parquet.writer_options(schema))
+        self.writer = pq.ParquetWriter(self.sink, schema.with_metadata(metadata),
+                                       **parquet.writer_options(schema, micros=micros))
         self.pending: list[pa.Table] = []
         self.pending_bytes = 0
         self.rows = 0

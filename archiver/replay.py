@@ -32,7 +32,7 @@ from archiver.codec import native_encode, wire
 from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry
 from archiver.units import parse_size
-from archiver.writer.parquet import ROW_ORDER_KEY, writer_schemas_of
+from archiver.writer.parquet import ROW_ORDER_KEY, as_written, writer_schemas_of, written_schema
 
 logger = logging.getLogger(__name__)
 
@@ -348,9 +348,11 @@ class _Cursor:
         metadata = parquet.schema_arrow.metadata or {}
         self.schemas = writer_schemas_of(metadata)
         self.by_offset = metadata.get(ROW_ORDER_KEY, b"offset") == b"offset"
-        self._parts = (parquet.iter_batches(batch_size=BATCH_ROWS) if self.by_offset
-                       else (parquet.read_row_group(i).combine_chunks().to_batches()[0]
-                             for i in range(parquet.num_row_groups)))
+        written = written_schema(parquet.metadata.metadata)
+        parts = (parquet.iter_batches(batch_size=BATCH_ROWS) if self.by_offset
+                 else (parquet.read_row_group(i).combine_chunks().to_batches()[0]
+                       for i in range(parquet.num_row_groups)))
+        self._parts = (as_written(part, written) for part in parts)
         self._head: pa.RecordBatch | None = None
         self.done = False
 

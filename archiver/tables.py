@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from archiver import layouts
 from archiver.archive import Archive
 from archiver.config import CatalogSettings
-from archiver.errors import ConfigError, TerminalError, TransientError
+from archiver.errors import ArchiverError, ConfigError, TerminalError, TransientError
 from archiver.ledger import Entry, FileEntry, PartitionLedger
 from archiver.retry import Backoff
 
@@ -157,7 +157,23 @@ class Publisher:
         return table
 
     def publish(self, topic: str) -> Published:
-        """Bring the topic's table to the ledger's committed state: one commit, retried on conflict."""
+        """Bring the topic's table to the ledger's committed state: one commit, retried on conflict.
+
+        Raises:
+            TransientError: the catalog (or the table's storage) cannot be reached or is busy.
+            TerminalError: a table this archive's files cannot make.
+        """
+        try:
+            return self._publish(topic)
+        except (ArchiverError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if _is_outage(e):
+                raise TransientError(f"{self.identifier(topic)}: the catalog is unavailable: "
+                                     f"{_first_line(e)}") from None
+            raise
+
+    def _publish(self, topic: str) -> Published:
         from pyiceberg.exceptions import CommitFailedException
 
         started = time.monotonic()
@@ -292,6 +308,21 @@ class Publisher:
 
         with ThreadPoolExecutor(8) as pool:
             return dict(zip(urls, pool.map(footer, urls), strict=True))
+
+
+def _is_outage(error: Exception) -> bool:
+    """A catalog or storage failure that a later attempt may not meet: a database that is locked
+    or unreachable, a refused connection, a throttled or failing service."""
+    name = f"{type(error).__module__}.{type(error).__name__}"
+    return (isinstance(error, OSError | TimeoutError | ConnectionError)
+            or name.startswith(("sqlalchemy.exc.OperationalError", "botocore.exceptions.EndpointConnectionError",
+                                "botocore.exceptions.ConnectTimeoutError", "botocore.exceptions.ReadTimeoutError",
+                                "requests.exceptions.ConnectionError", "requests.exceptions.Timeout",
+                                "pyiceberg.exceptions.ServiceUnavailableError", "pyiceberg.exceptions.ServerError")))
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def expire(table, older_than_s: float, sleep=time.sleep, attempts: int = 5) -> int:

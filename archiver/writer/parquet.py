@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import itertools
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 HEADER_TYPE = pa.list_(pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.binary())]))
@@ -72,14 +74,71 @@ def encode(table: pa.Table, writer_schemas: dict[int, str], compression: str = "
     table = table.replace_schema_metadata(metadata)
     sink = io.BytesIO()
     pq.write_table(table, sink, row_group_size=row_group_size,
-                   **writer_options(table.schema, compression, compression_level))
+                   **writer_options(table.schema, compression, compression_level, micros_fit(table)))
     return sink.getvalue()
 
 
-def writer_options(schema: pa.Schema, compression: str = "zstd", compression_level: int | None = None) -> dict:
-    """Parquet writer settings shared by the sink and compaction."""
+def writer_options(schema: pa.Schema, compression: str = "zstd", compression_level: int | None = None,
+                   micros: bool = True) -> dict:
+    """Parquet writer settings shared by the sink and compaction.
+
+    Timestamps are stored in microseconds, the unit Iceberg readers require (Spark's vectorized
+    Iceberg reader fails on millisecond columns); the Arrow schema in the file keeps their
+    original unit, and `as_written` restores it on read. `micros` off (`micros_fit`) keeps them
+    as they are.
+    """
     return {"compression": compression, "compression_level": compression_level, "write_statistics": True,
-            "use_dictionary": _dictionary_columns(schema.remove_metadata())}
+            "use_dictionary": _dictionary_columns(schema.remove_metadata()),
+            "coerce_timestamps": "us" if micros else None}
+
+
+def written_schema(metadata: dict | None) -> pa.Schema | None:
+    """The Arrow schema a file was written from (its `ARROW:schema` metadata), or None."""
+    encoded = (metadata or {}).get(b"ARROW:schema")
+    if encoded is None:
+        return None
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(encoded)))
+
+
+def as_written(data: pa.Table | pa.RecordBatch, written: pa.Schema | None) -> pa.Table | pa.RecordBatch:
+    """`data` read from a file, with the types it was written with (millisecond timestamps the
+    file stores in microseconds come back in milliseconds: exact, they were whole milliseconds)."""
+    if written is None or data.schema.remove_metadata() == written.remove_metadata():
+        return data
+    columns = [column if column.type == field.type else column.cast(field.type)  # only those that differ
+               for column, field in zip(data.columns, written, strict=True)]
+    kind = pa.Table if isinstance(data, pa.Table) else pa.RecordBatch
+    return kind.from_arrays(columns, schema=written.with_metadata(data.schema.metadata))
+
+
+def read_table(data: bytes) -> pa.Table:
+    """A whole archived file, with the types it was written with."""
+    table = pq.read_table(io.BytesIO(data))  # (ParquetFile.read mangles lists of null)
+    return as_written(table, written_schema(pq.read_metadata(io.BytesIO(data)).metadata))
+
+
+_MICROS_MAX_MS = (2**63 - 1) // 1000
+
+
+def micros_fit(table: pa.Table) -> bool:
+    """Whether every millisecond timestamp of `table` (nested ones too) can be stored in
+    microseconds; Kafka allows any int64, a file with one beyond ±292,000 years keeps milliseconds."""
+    def fits(array: pa.Array) -> bool:
+        t = array.type
+        if pa.types.is_timestamp(t):
+            if t.unit != "ms" or array.null_count == len(array):
+                return True
+            low, high = pc.min_max(array.cast(pa.int64())).values()
+            return -_MICROS_MAX_MS <= low.as_py() and high.as_py() <= _MICROS_MAX_MS
+        if pa.types.is_struct(t):
+            return all(fits(array.field(i)) for i in range(t.num_fields))
+        if pa.types.is_map(t):
+            return fits(array.keys) and fits(array.items)
+        if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            return fits(array.flatten())
+        return True
+
+    return all(fits(chunk) for column in table.columns for chunk in column.chunks)
 
 
 _UNIQUE_COLUMNS = frozenset({"_kafka_offset", "_kafka_timestamp"})

@@ -102,3 +102,51 @@ def glue(tmp_path_factory) -> str:
         proc.kill()
         proc.wait()
     log.close()
+
+
+@pytest.fixture(scope="session")
+def spark(services):
+    """One Spark 4 session (one JVM) for the whole test session, reading the Iceberg tables."""
+    from tests.integration.iceberg_readers import spark_session
+
+    session = spark_session(services.env)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def rest_catalog(services, tmp_path_factory) -> str:
+    """Apache Iceberg's REST catalog server (Maven Central, one JVM) on a free port, its tables'
+    files on the S3 server: its URL."""
+    work = tmp_path_factory.mktemp("rest-catalog")
+    pom = Path(__file__).parent / "java" / "rest-catalog" / "pom.xml"
+    subprocess.run(["mvn", "-q", "-B", "-f", str(pom), "dependency:build-classpath",
+                    f"-Dmdep.outputFile={work / 'classpath'}"], check=True, timeout=900)
+    port = _free_ports(1)[0]
+    env = os.environ | services.env | {
+        "CATALOG_REST_PORT": str(port), "CATALOG_WAREHOUSE": f"s3://{services.bucket}/rest-warehouse",
+        "CATALOG_IO__IMPL": "org.apache.iceberg.aws.s3.S3FileIO", "CATALOG_S3_ENDPOINT": services.env["AWS_ENDPOINT_URL"],
+        "CATALOG_S3_PATH__STYLE__ACCESS": "true", "CATALOG_CLIENT_REGION": services.env["AWS_DEFAULT_REGION"],
+        "AWS_REGION": services.env["AWS_DEFAULT_REGION"]}
+    log = open(work / "server.log", "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(["java", "-Xmx256m", "-cp", (work / "classpath").read_text().strip(),
+                             "org.apache.iceberg.rest.RESTCatalogServer"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/v1/config", timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"the REST catalog server did not start: see {log.name}") from None
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()

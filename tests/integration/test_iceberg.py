@@ -5,6 +5,7 @@ schema change)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 
@@ -20,6 +21,8 @@ from tests.integration.iceberg_readers import (
     duckdb_counts,
     duckdb_files_read,
     publisher,
+    spark_counts,
+    spark_table,
     summary_positions,
     table,
 )
@@ -51,16 +54,18 @@ def more(services, topic, records: int) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_run_publishes_its_commits_and_readers_see_each_record_once_through_compaction(services, unique):
+def test_run_publishes_its_commits_and_readers_see_each_record_once_through_compaction(services, unique, spark):
     topic = archive_demo(services, unique, records=3000, start_ms=START, span_ms=3 * HOUR)
     tbl = table(topic.env, topic.topic)
     assert tbl is not None, "run --once publishes what it committed"
     assert summary_positions(tbl) == heads(topic.env, topic.topic)
     assert duckdb_counts(topic.env, tbl.metadata_location) == (3000, 3000)
+    assert spark_counts(spark, topic.topic)[:2] == (3000, 3000)
 
     more(services, topic, 2000)  # a second commit per partition and directory: something to compact
     tbl = table(topic.env, topic.topic)
     assert duckdb_counts(topic.env, tbl.metadata_location) == (5000, 5000)
+    assert spark_counts(spark, topic.topic)[:2] == (5000, 5000)
     files_before = len(tbl.inspect.files())
 
     result = archiver(topic.env, "compact", "--closed-after", "0s", "--grace", "0s")
@@ -75,6 +80,7 @@ def test_run_publishes_its_commits_and_readers_see_each_record_once_through_comp
     assert len(tbl.inspect.files()) == files_before - totals["files_in"] + totals["files_out"]
     assert summary_positions(tbl) == heads(topic.env, topic.topic)
     assert duckdb_counts(topic.env, tbl.metadata_location) == (5000, 5000)  # and every file it names exists
+    assert spark_counts(spark, topic.topic)[:2] == (5000, 5000)
     assert tbl.scan().to_arrow().num_rows == 5000
 
 
@@ -93,7 +99,7 @@ def test_compaction_keeps_replaced_files_while_a_retained_snapshot_names_them(se
     assert duckdb_counts(topic.env, tbl.metadata_location) == (3000, 3000)
 
 
-def test_time_filters_prune_files_and_status_reports_the_table(services, unique):
+def test_time_filters_prune_files_and_status_reports_the_table(services, unique, spark):
     topic = archive_demo(services, unique, records=3000, start_ms=START, span_ms=3 * HOUR)
     tbl = table(topic.env, topic.topic)
     files = len(tbl.inspect.files())
@@ -103,6 +109,11 @@ def test_time_filters_prune_files_and_status_reports_the_table(services, unique)
     assert 0 < read <= files / 2, (read, files)
     rows, _ = duckdb_counts(topic.env, tbl.metadata_location, one_hour)
     assert 0 < rows < 3000
+    spark_hour = (f"_kafka_timestamp >= timestamp_millis({START + HOUR}) AND "
+                  f"_kafka_timestamp < timestamp_millis({START + 2 * HOUR})")
+    n, distinct, metrics = spark_counts(spark, topic.topic, spark_hour)
+    assert n == distinct == rows
+    assert metrics["resultDataFiles"] == read and metrics["skippedDataFiles"] == files - read, metrics
     assert [p.transform.__class__.__name__ for p in tbl.spec().fields] == ["HourTransform"]
 
     status = archiver(topic.env, "catalog", "status", "--topic", topic.topic, "--format", "json")
@@ -157,6 +168,28 @@ def test_racing_publishers_and_crashes_around_the_table_commit(services, unique,
     monkeypatch.undo()
     assert table(topic.env, topic.topic).current_snapshot().snapshot_id == before
 
+    # one that dies right after its commit landed: the next publisher finds the table up to date
+    from pyiceberg.table import Transaction
+
+    commit = Transaction.commit_transaction
+
+    def commit_then_die(self):
+        commit(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Transaction, "commit_transaction", commit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        publisher(topic.env).publish(topic.topic)
+    monkeypatch.undo()
+    landed = table(topic.env, topic.topic)
+    assert landed.current_snapshot().snapshot_id != before
+    assert duckdb_counts(topic.env, landed.metadata_location) == (1200, 1200)
+    assert publisher(topic.env).publish(topic.topic).snapshot_id is None
+    with Registry(RegistrySettings.from_env(topic.env)) as registry:
+        demo.produce(KafkaSettings.from_env(topic.env), registry, topic.topic, 300, partitions=topic.partitions,
+                     start_ms=START, span_ms=HOUR)
+    assert archiver(no_publish, "run", "--once", "--topics", topic.topic).returncode == 0
+
     # four publishers race: one commit wins, the others are refused and find nothing left to do
     results, errors = [], []
 
@@ -174,11 +207,11 @@ def test_racing_publishers_and_crashes_around_the_table_commit(services, unique,
     assert not errors, errors
     assert sum(r.snapshot_id is not None for r in results) == 1, [r.line() for r in results]
     tbl = table(topic.env, topic.topic)
-    assert duckdb_counts(topic.env, tbl.metadata_location) == (1200, 1200)
+    assert duckdb_counts(topic.env, tbl.metadata_location) == (1500, 1500)
     assert summary_positions(tbl) == heads(topic.env, topic.topic)
 
 
-def test_a_new_writer_schema_widens_the_table_and_old_rows_read_null(services, kafka, registry, unique):
+def test_a_new_writer_schema_widens_the_table_and_old_rows_read_null(services, kafka, registry, unique, spark):
     topic = archive_demo(services, unique, records=600)
     produce_v2(kafka, registry, topic.topic, 50)
     result = archiver(topic.env, "run", "--once", "--topics", topic.topic)
@@ -191,6 +224,67 @@ def test_a_new_writer_schema_widens_the_table_and_old_rows_read_null(services, k
     rows = con.execute(f"SELECT experiment, count(*) FROM iceberg_scan('{tbl.metadata_location}') "
                        "GROUP BY 1 ORDER BY 1 NULLS FIRST").fetchall()
     assert rows == [(None, 600), ("exp-b", 50)]
+    by_spark = spark.sql(f"SELECT experiment, count(*) FROM {spark_table(topic.topic)} GROUP BY 1 "
+                         "ORDER BY 1 NULLS FIRST").collect()
+    assert [tuple(r) for r in by_spark] == rows
+    assert spark_counts(spark, topic.topic)[:2] == (650, 650)
+
+
+def test_a_key_filter_prunes_the_files_of_a_field_partitioned_topic(services, unique, spark, tmp_path):
+    config = tmp_path / "archiver.toml"
+    config.write_text('[defaults]\nkey_partitioning = "field"\nkey_field = "country"\n'
+                      'key_field_values = ["FR", "DE", "US"]\n')
+    topic = archive_demo(services, unique, records=2000, start_ms=START, span_ms=2 * HOUR, config=str(config))
+    tbl = table(topic.env, topic.topic)
+    files = len(tbl.inspect.files())
+    n, distinct, metrics = spark_counts(spark, topic.topic, "country = 'FR'")
+    expected = duckdb_counts(topic.env, tbl.metadata_location, "country = 'FR'")
+    assert (n, distinct) == expected and n > 0
+    assert metrics["skippedDataFiles"] >= files / 2, metrics  # FR files only (and _other's, whose bounds span FR)
+    ledger = archiver(topic.env, "query", f"SELECT count(*) AS n FROM \"{topic.topic}\" WHERE country = 'FR'",
+                      "--format", "csv")
+    assert ledger.returncode == 0, ledger.stderr
+    assert ledger.stdout.splitlines()[-1] == str(n)
+
+
+def test_readers_never_see_a_duplicate_while_a_publishing_daemon_is_killed(services, kafka, registry, unique,
+                                                                          spark, tmp_path):
+    import random
+    import signal
+    import time
+
+    from tests.integration.test_run import write_config
+
+    rng = random.Random(7)
+    config = write_config(tmp_path, max_records=500, interval_s=0.5)
+    env = os.environ | services.env | {"ARCHIVER_ARCHIVE_URL": f"s3://{services.bucket}/{unique}",
+                                       "ARCHIVER_GROUP_ID": f"archiver-{unique}", "ARCHIVER_CONFIG": config,
+                                       "ARCHIVER_PUBLISH_INTERVAL_S": "1", "ARCHIVER_GROUP_INSTANCE_ID": "kill-test"}
+    produced = 0
+    seen_counts = []
+    for trial in range(5):
+        demo.produce(kafka, registry, unique, 1500, partitions=3, start_ms=START + trial * 1500, span_ms=1500)
+        produced += 1500
+        proc = subprocess.Popen([ARCHIVER, "run", "--topics", unique], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 5.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        tbl = table(env, unique)
+        if tbl is not None:  # whatever was published so far: each record at most once
+            rows, distinct = duckdb_counts(env, tbl.metadata_location)
+            assert rows == distinct <= produced
+            n, d, _ = spark_counts(spark, unique)
+            assert (n, d) == (rows, distinct)
+            seen_counts.append(rows)
+    done = archiver(env, "run", "--once", "--topics", unique)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tbl = table(env, unique)
+    assert duckdb_counts(env, tbl.metadata_location) == (produced, produced)
+    assert spark_counts(spark, unique)[:2] == (produced, produced)
+    status = json.loads(archiver(env, "catalog", "status", "--topic", unique, "--format", "json").stdout)
+    assert [p["lag_entries"] for p in status["partitions"]] == [0, 0, 0]  # at most claims left after the position
+    assert seen_counts and max(seen_counts) > 0, "the killed daemons published something"
 
 
 def test_glue_catalog_holds_the_table_athena_reads(services, unique, glue):
@@ -210,3 +304,16 @@ def test_glue_catalog_holds_the_table_athena_reads(services, unique, glue):
     assert duckdb_counts(env, metadata) == (900, 900)
     status = json.loads(archiver(env, "catalog", "status", "--topic", topic.topic, "--format", "json").stdout)
     assert (status["catalog"], status["metadata_location"], status["records"]) == ("glue", metadata, 900)
+
+
+def test_a_rest_catalog_server_holds_the_table(services, unique, rest_catalog):
+    topic = archive_demo(services, unique, records=600, start_ms=START, span_ms=HOUR)
+    env = topic.env | {"ARCHIVER_CATALOG_TYPE": "rest", "ARCHIVER_CATALOG_URI": rest_catalog,
+                       "ARCHIVER_CATALOG_NAMESPACE": "lake"}
+    result = archiver(env, "catalog", "publish", "--topic", topic.topic)
+    assert result.returncode == 0, result.stderr[-3000:]
+    status = json.loads(archiver(env, "catalog", "status", "--topic", topic.topic, "--format", "json").stdout)
+    assert (status["catalog"], status["table"], status["records"]) == ("rest", f"lake.{unique.replace('-', '_')}", 600)
+    assert duckdb_counts(env, status["metadata_location"]) == (600, 600)
+    again = archiver(env, "catalog", "publish", "--topic", topic.topic)
+    assert again.stdout.strip().endswith("is up to date")

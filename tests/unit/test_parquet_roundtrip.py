@@ -147,8 +147,12 @@ def archive(values: list[bytes | None], fields: dict, decoder: ValueDecoder, key
 
 
 def restore(data: bytes) -> tuple[list[bytes | None], pa.Table]:
-    """The datums (None for tombstones) and the metadata columns of an archived file."""
-    table = pq.read_table(io.BytesIO(data))
+    """The datums (None for tombstones) and the metadata columns of an archived file, read as
+    replay reads it; the file itself stores every timestamp in microseconds (Iceberg readers)."""
+    stored = pq.read_table(io.BytesIO(data)).schema
+    table = parquet.read_table(data)
+    if parquet.micros_fit(table):  # else (a timestamp beyond ±292,000 years) it keeps milliseconds
+        assert not [f for f in _leaves(stored) if pa.types.is_timestamp(f.type) and f.type.unit != "us"]
     table.validate(full=True)
     writer_schemas = parquet.writer_schemas_of(pq.read_metadata(io.BytesIO(data)).metadata)
     assert writer_schemas == parquet.writer_schemas_of(table.schema.metadata)
@@ -162,6 +166,22 @@ def restore(data: bytes) -> tuple[list[bytes | None], pa.Table]:
         return [None] * table.num_rows, meta
     (schema_id,) = present  # the sink writes one writer schema per segment
     return encode_rows(values, writer_schemas[schema_id], tombstones=[i is None for i in ids]), meta
+
+
+def _leaves(schema: pa.Schema) -> list[pa.Field]:
+    out, todo = [], list(schema)
+    while todo:
+        f = todo.pop()
+        t = f.type
+        if pa.types.is_struct(t):
+            todo += list(t)
+        elif pa.types.is_map(t):
+            todo += [t.key_field, t.item_field]
+        elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            todo.append(t.value_field)
+        else:
+            out.append(f)
+    return out
 
 
 def roundtrip(schema: dict, schema_id: int, originals: list[bytes | None], fields: dict,

@@ -1,0 +1,118 @@
+"""Publishing the ledger to Iceberg tables, on a local archive and a SQL catalog in a temporary SQLite file."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from archiver import tables
+from archiver.compact import CompactSettings, compact, compact_partition
+from archiver.config import CatalogSettings, TopicSettings
+from archiver.ledger import PartitionLedger
+from archiver.store import open_store
+from archiver.tables import Publisher, positions, retained_positions
+from tests.unit.test_catalog import archive_with, v2_messages
+from tests.unit.test_sink import messages
+
+
+@pytest.fixture
+def store(tmp_path):
+    return open_store(f"file://{tmp_path}/archive")
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    return SqlCatalog("archiver", uri=f"sqlite:///{tmp_path}/catalog.db")
+
+
+def offsets_of(table) -> collections.Counter:
+    rows = table.scan().to_arrow()
+    return collections.Counter(zip(rows["_kafka_partition"].to_pylist(), rows["_kafka_offset"].to_pylist()))
+
+
+def head(archive, partition: int = 0) -> int:
+    return PartitionLedger(archive.store, "t", partition).read_head().seq
+
+
+def test_publish_registers_each_committed_file_once_and_again_changes_nothing(store, catalog):
+    archive = archive_with(store, TopicSettings(), messages(40), messages(40, first_offset=40))
+    pub = Publisher(archive, catalog, CatalogSettings())
+    first = pub.publish("t")
+    assert first.snapshot_id is not None and first.added == len(list(archive.files("t")))
+    table = pub.load("t")
+    assert offsets_of(table) == collections.Counter({(0, o): 1 for o in range(80)})
+    assert positions(table) == {0: head(archive)}
+    assert table.properties["commit.retry.num-retries"] == "0" and table.properties["gc.enabled"] == "false"
+    assert [f.name for f in table.spec().fields] == ["_kafka_timestamp_hour"]
+    assert str(table.schema().find_field("_kafka_timestamp").field_type) == "timestamptz"
+    again = pub.publish("t")
+    assert again.snapshot_id is None and len(pub.load("t").snapshots()) == 1
+
+
+def test_a_compaction_published_with_the_commits_it_replaced_nets_them_out(store, catalog):
+    archive = archive_with(store, TopicSettings(), messages(40), messages(40, first_offset=40))
+    report = compact_partition(store, "t", 0, CompactSettings(closed_after_s=0, grace_s=3600))
+    assert report.files_in > 0
+    pub = Publisher(archive, catalog, CatalogSettings())
+    result = pub.publish("t")
+    assert result.removed == 0  # nothing was in the table yet: the replaced files were never added
+    table = pub.load("t")
+    assert sorted(f.file_path for f in _files(table)) == \
+        sorted(tables._absolute(store.url, f.key) for f in archive.files("t"))  # the live files, no replaced one
+    assert offsets_of(table) == collections.Counter({(0, o): 1 for o in range(80)})
+
+
+def test_compaction_is_one_overwrite_and_replaced_files_wait_for_the_retained_snapshots(store, catalog):
+    archive = archive_with(store, TopicSettings(), messages(40), messages(40, first_offset=40))
+    pub = Publisher(archive, catalog, CatalogSettings())
+    pub.publish("t")
+    before = head(archive)
+    report = compact(archive, ["t"], CompactSettings(closed_after_s=0, grace_s=3600), tables=pub)
+    totals = report.totals()
+    assert totals["files_in"] > 0 and totals["deleted_files"] == 0  # the grace period holds them
+    table = pub.load("t")
+    assert table.current_snapshot().summary.operation.value == "overwrite"
+    assert len(table.snapshots()) == 2
+    assert retained_positions(table) == {0: before}  # the old snapshot still names the replaced files
+    assert offsets_of(table) == collections.Counter({(0, o): 1 for o in range(80)})
+
+    report = compact(archive, ["t"], CompactSettings(closed_after_s=0, grace_s=0), tables=pub)
+    assert report.totals()["deleted_files"] == totals["files_in"]
+    table = pub.load("t")
+    assert len(table.snapshots()) == 1 and retained_positions(table) == {0: head(archive)}
+    assert offsets_of(table) == collections.Counter({(0, o): 1 for o in range(80)})  # every file it names exists
+
+
+def test_a_new_writer_schema_widens_the_table_before_its_files(store, catalog):
+    archive = archive_with(store, TopicSettings(), messages(30))
+    pub = Publisher(archive, catalog, CatalogSettings())
+    pub.publish("t")
+    archive = archive_with(store, TopicSettings(), v2_messages(30, 30))
+    pub.publish("t")
+    rows = pub.load("t").scan().to_arrow()
+    assert sorted(collections.Counter(rows["experiment"].to_pylist()).items(), key=str) == [("x", 30), (None, 30)]
+
+
+def test_names_partitioning_and_outages():
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import NestedField, TimestamptzType
+
+    from archiver.layouts import TopicLayout
+
+    assert tables.table_name("Web.Events-v2") == "web_events_v2"
+    schema = Schema(NestedField(1, "_kafka_timestamp", TimestamptzType(), required=False))
+    assert [f.name for f in tables.partition_spec(schema, TopicLayout(time_granularity="day")).fields] == \
+        ["_kafka_timestamp_day"]
+    assert [f.name for f in tables.partition_spec(schema, TopicLayout(time_granularity="minute")).fields] == \
+        ["_kafka_timestamp_hour"]
+    assert tables.partition_spec(schema, TopicLayout(time_field="event_time")).fields == ()
+    assert tables._is_outage(ConnectionRefusedError("refused"))
+    assert not tables._is_outage(ValueError("bad schema"))
+
+
+def _files(table):
+    return [entry.data_file for manifest in table.current_snapshot().manifests(table.io)
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)]
