@@ -469,7 +469,17 @@ def publish(settings, topics: Iterable[str] = ()) -> list[Published]:
     by default)."""
     pub = publisher(settings)
     pub.archive.require()
-    return [pub.publish(topic) for topic in (list(topics) or pub.archive.topics())]
+    return [pub.publish(topic) for topic in _archived(pub.archive, topics)]
+
+
+def _archived(archive: Archive, topics: Iterable[str]) -> list[str]:
+    """`topics` (all archived ones if none), each checked to be in the archive."""
+    known = archive.topics()
+    chosen = list(topics) or known
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise ConfigError(f"topic {unknown[0]!r} is not archived in {archive.store.url}")
+    return chosen
 
 
 def status(settings, topic: str) -> dict:
@@ -477,6 +487,7 @@ def status(settings, topic: str) -> dict:
     ledger position against the ledger's head."""
     pub = publisher(settings)
     pub.archive.require()
+    _archived(pub.archive, [topic])
     table = pub.load(topic)
     published = positions(table)
     partitions = []

@@ -116,3 +116,22 @@ def test_names_partitioning_and_outages():
 def _files(table):
     return [entry.data_file for manifest in table.current_snapshot().manifests(table.io)
             for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)]
+
+
+def test_commands_refuse_a_topic_the_archive_does_not_hold(store, tmp_path):
+    from archiver.config import load_run_settings
+    from archiver.errors import ConfigError
+
+    archive_with(store, TopicSettings(), messages(10))
+    settings = load_run_settings(None, {"ARCHIVER_ARCHIVE_URL": store.url, "ARCHIVER_CATALOG_TYPE": "sql",
+                                        "ARCHIVER_CATALOG_URI": f"sqlite:///{tmp_path}/c.db"},
+                                 needs=frozenset({"archive"}))
+    with pytest.raises(ConfigError, match=r"^topic 'nope' is not archived in "):
+        tables.publish(settings, ["nope"])
+    with pytest.raises(ConfigError, match=r"^topic 'nope' is not archived in "):
+        tables.status(settings, "nope")
+    (result,) = tables.publish(settings)
+    assert result.topic == "t" and result.snapshot_id is not None
+    doc = tables.status(settings, "t")
+    assert (doc["exists"], doc["records"], doc["lag_records"]) == (True, 10, 0)
+    assert "records to publish" in tables.status_text(doc)
