@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 POSITIONS = "archiver.ledger"
 """Snapshot summary property: the ledger seq each partition's entries are published up to (JSON)."""
 TOPIC_PROPERTY = "archiver.topic"
+EXPIRE_BATCH = 100
+"""Publishing expires snapshots older than the retention once this many have accumulated."""
 NO_REBASE = ("commit.retry.num-retries", "0")
 """pyiceberg re-applies a refused append onto the new snapshot; publishing must start over instead."""
 _TABLE_NAME = re.compile(r"[^a-z0-9_]")
@@ -131,13 +133,15 @@ class Publisher:
     """Publishes the committed ledger entries of topics to their Iceberg tables."""
 
     def __init__(self, archive: Archive, catalog, settings: CatalogSettings, *, attempts: int = 10,
-                 sleep=time.sleep):
+                 sleep=time.sleep, retain_s: float = 900.0, expire_batch: int = EXPIRE_BATCH):
         self.archive = archive
         self.catalog = catalog
         self.settings = settings
         self.attempts = attempts
         self.sleep = sleep
         self.url = archive.store.url
+        self.retain_s = retain_s  # snapshots are kept this long (compact_grace_s)
+        self.expire_batch = expire_batch
 
     def identifier(self, topic: str) -> str:
         return f"{self.settings.namespace}.{table_name(topic)}"
@@ -184,7 +188,7 @@ class Publisher:
             if changes.empty:
                 return Published(topic, self.identifier(topic), None, 0, 0, attempt, time.monotonic() - started)
             try:
-                snapshot = self._commit(topic, table, changes)
+                snapshot, committed = self._commit(topic, table, changes)
             except (ValueError, TypeError) as e:  # pyiceberg's word for a table it cannot make
                 raise TerminalError(f"{self.identifier(topic)}: {e}") from None
             except CommitFailedException as e:
@@ -193,6 +197,7 @@ class Publisher:
                 logger.info("%s: table commit refused (another publisher won), again: %s", topic, e)
                 self.sleep(backoff.next_delay())
                 continue
+            self._expire_in_batches(committed)
             return Published(topic, self.identifier(topic), snapshot, len(changes.added), len(changes.removed),
                              attempt, time.monotonic() - started)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -273,7 +278,19 @@ class Publisher:
                 for data_file in files:
                     append.append_data_file(data_file)
         committed = tx.commit_transaction()
-        return committed.current_snapshot().snapshot_id
+        return committed.current_snapshot().snapshot_id, committed
+
+    def _expire_in_batches(self, table) -> None:
+        """Keep metadata small between compactions: once `expire_batch` snapshots are older than
+        the retention, expire them (one extra commit per batch; the current one always stays)."""
+        cutoff = (time.time() - self.retain_s) * 1000
+        current = table.current_snapshot()
+        old = sum(1 for s in table.snapshots() if s.timestamp_ms < cutoff and s.snapshot_id != current.snapshot_id)
+        if old >= self.expire_batch:
+            try:
+                expire(table, self.retain_s, self.sleep)
+            except Exception as e:  # noqa: BLE001 - the next batch tries again; the table is fine
+                logger.warning("expiring old snapshots of %s failed: %s", table.name(), e)
 
     def _create(self, topic: str, schema: pa.Schema):
         """The topic's table: the schema of its files, partitioned by the time of the layout."""
@@ -461,7 +478,8 @@ def publisher(settings) -> Publisher:
     from archiver.store import open_store
 
     archive = Archive(open_store(settings.archive_url))
-    return Publisher(archive, open_catalog(settings.catalog, settings.archive_url), settings.catalog)
+    return Publisher(archive, open_catalog(settings.catalog, settings.archive_url), settings.catalog,
+                     retain_s=settings.compact_grace_s)
 
 
 def publish(settings, topics: Iterable[str] = ()) -> list[Published]:

@@ -135,3 +135,18 @@ def test_commands_refuse_a_topic_the_archive_does_not_hold(store, tmp_path):
     doc = tables.status(settings, "t")
     assert (doc["exists"], doc["records"], doc["lag_records"]) == (True, 10, 0)
     assert "records to publish" in tables.status_text(doc)
+
+
+def test_publishing_expires_old_snapshots_in_batches(store, catalog):
+    archive = archive_with(store, TopicSettings(), messages(10))
+    pub = Publisher(archive, catalog, CatalogSettings(), retain_s=0, expire_batch=2)
+    pub.publish("t")
+    archive_with(store, TopicSettings(), messages(10, first_offset=10))
+    pub.publish("t")
+    assert len(pub.load("t").snapshots()) == 2  # one old snapshot: below the batch
+    archive_with(store, TopicSettings(), messages(10, first_offset=20))
+    pub.publish("t")
+    table = pub.load("t")
+    assert len(table.snapshots()) == 1  # two old ones: expired together, the current one stays
+    assert offsets_of(table) == collections.Counter({(0, o): 1 for o in range(30)})
+    assert positions(table) == {0: head(archive)}
