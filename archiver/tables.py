@@ -55,8 +55,13 @@ POSITIONS = "archiver.ledger"
 TOPIC_PROPERTY = "archiver.topic"
 EXPIRE_BATCH = 100
 """Publishing expires snapshots older than the retention once this many have accumulated."""
-NO_REBASE = ("commit.retry.num-retries", "0")
-"""pyiceberg re-applies a refused append onto the new snapshot; publishing must start over instead."""
+OWN_PROPERTIES = {
+    "commit.retry.num-retries": "0",  # pyiceberg would re-apply a refused append onto the newer
+                                      # snapshot; publishing must start over instead
+    "commit.manifest-merge.enabled": "true",  # appends merge small manifests (one per commit) once
+                                              # commit.manifest.min-count-to-merge (100) accumulate
+}
+"""Table properties publishing relies on, set when the table is made and restored if changed."""
 _TABLE_NAME = re.compile(r"[^a-z0-9_]")
 
 
@@ -246,8 +251,8 @@ class Publisher:
         footers = self._footers(table, list(changes.added))
         if table is None:
             table = self._create(topic, next(iter(footers.values())).schema.to_arrow_schema())
-        if table.properties.get(NO_REBASE[0]) != NO_REBASE[1]:
-            table = table.transaction().set_properties(dict([NO_REBASE])).commit_transaction()
+        if any(table.properties.get(k) != v for k, v in OWN_PROPERTIES.items()):
+            table = table.transaction().set_properties(OWN_PROPERTIES).commit_transaction()
         tx = table.transaction()
         # the commit holds only if nothing else landed since `changes` were read: a rebased append
         # would add files another publisher already added
@@ -274,7 +279,7 @@ class Publisher:
                 for data_file in files:
                     overwrite.append_data_file(data_file)
         else:
-            with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
+            with tx.update_snapshot(snapshot_properties=summary).merge_append() as append:
                 for data_file in files:
                     append.append_data_file(data_file)
         committed = tx.commit_transaction()
@@ -303,7 +308,7 @@ class Publisher:
             self.catalog.create_namespace(self.settings.namespace)
         except NamespaceAlreadyExistsError:
             pass
-        properties = {"format-version": "2", "gc.enabled": "false", TOPIC_PROPERTY: topic, NO_REBASE[0]: NO_REBASE[1],
+        properties = {"format-version": "2", "gc.enabled": "false", TOPIC_PROPERTY: topic, **OWN_PROPERTIES,
                       "archiver.archive": self.url,
                       TableProperties.DEFAULT_NAME_MAPPING: iceberg.name_mapping.model_dump_json()}
         location = _absolute(self.url, f"_iceberg/{table_name(topic)}")

@@ -150,3 +150,18 @@ def test_publishing_expires_old_snapshots_in_batches(store, catalog):
     assert len(table.snapshots()) == 1  # two old ones: expired together, the current one stays
     assert offsets_of(table) == collections.Counter({(0, o): 1 for o in range(30)})
     assert positions(table) == {0: head(archive)}
+
+
+def test_appends_merge_manifests_so_planning_reads_a_bounded_number(store, catalog):
+    archive = archive_with(store, TopicSettings(), messages(5))
+    pub = Publisher(archive, catalog, CatalogSettings())
+    pub.publish("t")
+    table = pub.load("t")
+    assert table.properties["commit.manifest-merge.enabled"] == "true"
+    table.transaction().set_properties({"commit.manifest.min-count-to-merge": "3"}).commit_transaction()
+    for i in range(1, 7):
+        archive_with(store, TopicSettings(), messages(5, first_offset=5 * i))
+        pub.publish("t")
+    table = pub.load("t")
+    assert len(table.current_snapshot().manifests(table.io)) < 3  # one per commit would be 7
+    assert offsets_of(table) == collections.Counter({(0, o): 1 for o in range(35)})
