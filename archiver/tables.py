@@ -244,7 +244,8 @@ class Publisher:
 
     # --- committing --------------------------------------------------------------------------
 
-    def _commit(self, topic: str, table, changes: Changes) -> int:
+    def _commit(self, topic: str, table, changes: Changes) -> tuple[int, object]:
+        """One transaction: widen the schema, then one snapshot; (its id, the committed table)."""
         from pyiceberg.table import TableProperties
         from pyiceberg.table.update import AssertRefSnapshotId
 
