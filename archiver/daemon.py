@@ -285,7 +285,7 @@ class Daemon:
 
         try:
             return serve(self.settings.metrics_address, self, self.heartbeat.healthy,
-                         lambda: self.heartbeat.healthy() and self.rebalances > 0 and not self.paused_partitions())
+                         lambda: self.heartbeat.healthy() and self.rebalances > 0 and not self._outages)
         except OSError as e:
             raise TerminalError(f"run.metrics_address {self.settings.metrics_address}: {e.strerror}") from None
 
