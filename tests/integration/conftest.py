@@ -1,10 +1,12 @@
 """Fixtures of the integration tier: clients and an archive prefix on the real services."""
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,32 +78,40 @@ def archived_demo(services) -> ArchivedTopic:
     return archive_demo(services, f"shared-demo-{os.urandom(3).hex()}")
 
 
+@contextlib.contextmanager
+def http_server(name: str, command: list[str], probe: str, log_path: Path, env: dict | None = None,
+                timeout: float = 60) -> Iterator[None]:
+    """Run `command` until the block ends, once `probe` (a URL) answers; its output goes to `log_path`."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(probe, timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    raise RuntimeError(f"the {name} did not start: see {log_path}") from None
+                time.sleep(0.3)
+        try:
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 @pytest.fixture(scope="session")
 def glue(tmp_path_factory) -> str:
     """A moto server (Glue and the rest of AWS, in memory) on a free port: its endpoint URL."""
-    port = _free_ports(1)[0]
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"moto server did not start: see {log.name}") from None
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    url = f"http://127.0.0.1:{_free_ports(1)[0]}"
+    with http_server("moto server", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", url.rsplit(":", 1)[1]],
+                     f"{url}/moto-api/", tmp_path_factory.mktemp("moto") / "moto.log"):
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -128,25 +138,8 @@ def rest_catalog(services, tmp_path_factory) -> str:
         "CATALOG_IO__IMPL": "org.apache.iceberg.aws.s3.S3FileIO", "CATALOG_S3_ENDPOINT": services.env["AWS_ENDPOINT_URL"],
         "CATALOG_S3_PATH__STYLE__ACCESS": "true", "CATALOG_CLIENT_REGION": services.env["AWS_DEFAULT_REGION"],
         "AWS_REGION": services.env["AWS_DEFAULT_REGION"]}
-    log = open(work / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(["java", "-Xmx256m", "-cp", (work / "classpath").read_text().strip(),
-                             "org.apache.iceberg.rest.RESTCatalogServer"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/v1/config", timeout=2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"the REST catalog server did not start: see {log.name}") from None
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    command = ["java", "-Xmx256m", "-cp", (work / "classpath").read_text().strip(),
+               "org.apache.iceberg.rest.RESTCatalogServer"]
+    with http_server("REST catalog server", command, f"{url}/v1/config", work / "server.log", env, timeout=120):
+        yield url

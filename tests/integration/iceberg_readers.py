@@ -3,7 +3,6 @@ extension, and pyiceberg."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -13,20 +12,16 @@ import duckdb
 
 from archiver.archive import Archive
 from archiver.config import load_run_settings
+from archiver.query import extension_path
 from archiver.store import open_store
 from archiver.tables import Publisher, open_catalog
-
-
-def extension(name: str) -> Path:
-    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
-    return Path(spec.submodule_search_locations[0]) / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
 
 
 def duckdb_connection(env: dict) -> duckdb.DuckDBPyConnection:
     """DuckDB with httpfs, avro and iceberg loaded from their wheels, and a secret for the S3 server."""
     con = duckdb.connect()
     for name in ("httpfs", "avro", "iceberg"):
-        con.execute(f"LOAD '{extension(name)}'")
+        con.execute(f"LOAD '{extension_path(name)}'")
     endpoint = env["AWS_ENDPOINT_URL"].split("://", 1)[1]
     con.execute(f"CREATE SECRET (TYPE s3, KEY_ID '{env['AWS_ACCESS_KEY_ID']}', SECRET '{env['AWS_SECRET_ACCESS_KEY']}', "
                 f"REGION '{env['AWS_DEFAULT_REGION']}', ENDPOINT '{endpoint}', URL_STYLE 'path', USE_SSL false)")
