@@ -63,7 +63,8 @@ class Archive:
                 yield from sorted(entry.files, key=lambda f: (f.first_offset, f.key))
 
     def read(self, file: FileEntry) -> pa.Table:
-        return parquet.read_table(self.store.get(file.key))
+        """The file's rows of its partition (all of them, unless the file is shared)."""
+        return parquet.read_table(self.store.get(file.key), file.row_groups)
 
     def read_topic(self, topic: str) -> pa.Table:
         tables = [self.read(f) for f in self.files(topic)]

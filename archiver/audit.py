@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from archiver import layouts
 from archiver.archive import Archive
 from archiver.errors import ConfigError, NotFound
-from archiver.ledger import Checkpoint, Entry, FileEntry, PartitionLedger, live_of
+from archiver.ledger import Checkpoint, Decisions, Entry, FileEntry, PartitionLedger, effective, live_of
 from archiver.store import ObjectStore
 from archiver.writer.parquet import ROW_ORDER_KEY
 
@@ -112,7 +112,7 @@ class Report:
 def read_ledger(archive: Archive, topic: str, partition: int) -> tuple[list[Entry], list[Entry]]:
     """(every entry, the live ones) of a partition, reading its whole ledger once."""
     entries = archive.entries(topic, partition)
-    return entries, live_of(entries)
+    return entries, live_of(effective(entries, Decisions(archive.store, topic))[0])
 
 
 def check_checkpoints(store: ObjectStore, topic: str, partition: int, entries: list[Entry]) -> list[Problem]:
@@ -124,7 +124,8 @@ def check_checkpoints(store: ObjectStore, topic: str, partition: int, entries: l
             stored = ledger.read_checkpoint(seq)
         except NotFound:
             continue
-        if stored != Checkpoint.of(seq, None, [e for e in entries if e.seq <= seq]):
+        upto = effective([e for e in entries if e.seq <= seq], ledger.decisions)[0]
+        if stored != Checkpoint.of(seq, None, upto):
             problems.append(Problem(topic, partition, f"checkpoint seq {seq}", "disagrees with the ledger entries "
                                     "up to it (status, replay and query read through it)", "checkpoint"))
     return problems
@@ -231,7 +232,7 @@ def check_file(topic: str, partition: int, file: FileEntry, data: bytes) -> File
         problems.append(Problem(topic, partition, where, f"sha256 {digest[:16]}…, the ledger says "
                                 f"{file.sha256[:16]}…", "sha256"))
     try:
-        partitions, offsets, groups, by_key = _read_columns(data)
+        partitions, offsets, groups, by_key = _read_columns(data, file.row_groups)
     except (pa.ArrowException, OSError, KeyError, ValueError, TypeError) as e:
         problems.append(Problem(topic, partition, where,
                                 f"not readable as archive Parquet: {' '.join(str(e).split())[:200]}", "unreadable"))
@@ -240,17 +241,17 @@ def check_file(topic: str, partition: int, file: FileEntry, data: bytes) -> File
     return FileCheck(problems, np.unique(offsets))
 
 
-def _read_columns(data: bytes) -> tuple[np.ndarray, np.ndarray, list[int], bool]:
-    """(_kafka_partition, _kafka_offset) of every row, the row count of each row group, and
-    whether rows are in key order within row groups (`compact --sort-by key`), decoding every
-    column batch by batch.
+def _read_columns(data: bytes, row_groups: list[int] | None = None) -> tuple[np.ndarray, np.ndarray, list[int], bool]:
+    """(_kafka_partition, _kafka_offset) of every row (of `row_groups` only, in a file shared by
+    several partitions), the row count of each row group, and whether rows are in key order within
+    row groups (`compact --sort-by key`), decoding every column batch by batch.
 
     Decoding all columns proves the file readable; keeping two bounds memory to them.
     """
     parquet = pq.ParquetFile(io.BytesIO(data))
     by_key = (parquet.schema_arrow.metadata or {}).get(ROW_ORDER_KEY) == b"key"
     partitions, offsets, groups = [], [], []
-    for group in range(parquet.num_row_groups):
+    for group in (range(parquet.num_row_groups) if row_groups is None else row_groups):
         rows = 0
         for batch in parquet.iter_batches(batch_size=65_536, row_groups=[group]):
             rows += batch.num_rows
@@ -370,7 +371,7 @@ def _verify_topic(archive: Archive, topic: str, report: Report, quick: bool,
         report.entries += len(live)
         report.files += len(files)
         report.rows += sum(f.rows for f in files)
-        report.bytes += sum(f.bytes for f in files)
+        report.bytes += sum(f.own_bytes for f in files)
         report.problems += check_entries(topic, partition, live)
         report.problems += check_checkpoints(archive.store, topic, partition, entries)
         report.problems += [Problem(topic, partition, f"file {key}", why, "layout")

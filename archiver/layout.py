@@ -158,6 +158,20 @@ def parse_intent_key(key: str) -> tuple[str, int, int, int, str]:
     return m[1], int(m[2]), int(m[3]), int(m[4]), "compaction" if m[5] else "commit"
 
 
+def decision_key(topic: str, group: str) -> str:
+    """The outcome of a compaction group across partitions (see `ledger.Decisions`)."""
+    return f"_decisions/topic={topic}/{group}.json"
+
+
+def group_intent_prefix(topic: str) -> str:
+    return f"_intents/topic={topic}/groups/"
+
+
+def group_intent_key(topic: str, group: str) -> str:
+    """The files a compaction across partitions is about to upload, and its members."""
+    return f"{group_intent_prefix(topic)}{group}.json"
+
+
 def layout_key(topic: str) -> str:
     """Where a topic's layout record lives (see `archiver.layouts`)."""
     return f"_layout/topic={topic}.json"

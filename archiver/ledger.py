@@ -44,6 +44,19 @@ class FileEntry:
     min_timestamp: int | None
     max_timestamp: int | None
     schema_ids: list[int]
+    row_groups: list[int] | None = None
+    """A file shared by several Kafka partitions (a merge across partitions): the row groups that
+    hold this partition's rows; the other fields but `bytes` and `sha256` (the object's) are this
+    partition's. None: the whole file is this partition's."""
+    partitions: list[int] | None = None
+    """A shared file: every Kafka partition with rows in it."""
+    part_bytes: int | None = None
+    """A shared file: the compressed bytes of this partition's row groups."""
+
+    @property
+    def own_bytes(self) -> int:
+        """The bytes of this partition's rows: the whole object unless it is shared."""
+        return self.bytes if self.part_bytes is None else self.part_bytes
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,10 @@ class Entry:
     writer: str = ""
     frontier: int | None = None  # a compaction: the archive's next offset when it was written
     lost: list[list[int]] = field(default_factory=list)  # [from, to) ranges Kafka deleted before they were read
+    group: str | None = None
+    """A compaction across partitions: the id of its group. The entry takes effect only once the
+    group's decision object says committed (see `Decisions`); until then, and forever if the group
+    was aborted, readers skip it."""
 
     @property
     def next_offset(self) -> int | None:
@@ -70,7 +87,7 @@ class Entry:
         return self.frontier if self.kind == "compaction" else self.end
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Entry:
@@ -79,6 +96,76 @@ class Entry:
     @classmethod
     def from_dict(cls, raw: dict) -> Entry:
         return cls(**raw | {"files": [FileEntry(**f) for f in raw.get("files", [])]})
+
+    def to_dict(self) -> dict:
+        """The entry as stored; fields at their default for entries of one partition are left out,
+        so ledgers stay readable by releases from before compaction across partitions."""
+        raw = asdict(self)
+        if raw["group"] is None:
+            del raw["group"]
+        for f in raw["files"]:
+            for name in ("row_groups", "partitions", "part_bytes"):
+                if f[name] is None:
+                    del f[name]
+        return raw
+
+
+COMMITTED, ABORTED = "committed", "aborted"
+
+
+class Decisions:
+    """The outcome of each compaction group across partitions: one object per group, written once
+    with If-None-Match: * by whoever decides first (the compactor commits, a cleaner of a stale
+    group aborts), so every ledger of the group flips at the same instant.
+
+    Outcomes are final, so they are cached for the process; an undecided group is looked up again.
+    """
+
+    _final: dict[tuple[str, str, str], str] = {}
+
+    def __init__(self, store: ObjectStore, topic: str):
+        self.store, self.topic = store, topic
+
+    def outcome(self, group: str) -> str | None:
+        """committed, aborted, or None (undecided)."""
+        cached = (self.store.url, self.topic, group)
+        if cached in self._final:
+            return self._final[cached]
+        try:
+            outcome = json.loads(self.store.get(layout.decision_key(self.topic, group)))["outcome"]
+        except NotFound:
+            return None
+        self._final[cached] = outcome
+        return outcome
+
+    def decide(self, group: str, outcome: str, **details) -> str:
+        """Write `outcome` unless a decision exists; the decision in force."""
+        body = json.dumps({"outcome": outcome, "at": time.time(), "writer": writer_id(), **details}).encode()
+        try:
+            self.store.put(layout.decision_key(self.topic, group), body, if_absent=True)
+        except PreconditionFailed:
+            decided = self.outcome(group)
+            if decided is None:  # a decision that vanished: never deleted, so an unreadable store
+                raise
+            return decided
+        self._final[(self.store.url, self.topic, group)] = outcome
+        return outcome
+
+
+def effective(entries: Iterable[Entry], decisions: Decisions) -> tuple[list[Entry], list[Entry]]:
+    """(the entries in force, the group entries still undecided): a group entry is in force only
+    once its group committed; an aborted one never is."""
+    kept, undecided = [], []
+    for entry in entries:
+        if entry.group is None:
+            kept.append(entry)
+            continue
+        outcome = decisions.outcome(entry.group)
+        if outcome == COMMITTED:
+            kept.append(entry)
+        elif outcome is None:
+            undecided.append(entry)
+    return kept, undecided
 
 
 def live_of(entries: Iterable[Entry]) -> list[Entry]:
@@ -109,7 +196,7 @@ class Checkpoint:
     last_commit_at: float | None
 
     def to_json(self) -> bytes:
-        return json.dumps({"seq": self.seq, "live": [asdict(e) for e in self.live],
+        return json.dumps({"seq": self.seq, "live": [e.to_dict() for e in self.live],
                            "last_commit_at": self.last_commit_at}, separators=(",", ":")).encode()
 
     @classmethod
@@ -134,6 +221,7 @@ class LedgerView:
     last_commit_at: float | None
     head: Entry | None  # the newest entry, any kind; None: no entry
     read: int  # entries read (not counting the checkpoint's)
+    undecided: list[Entry] = field(default_factory=list)  # group entries whose group has no decision yet
 
 
 def writer_id() -> str:
@@ -154,6 +242,7 @@ class PartitionLedger:
         self.head: Entry | None = None  # the newest entry this owner knows of
         self.epoch = 0
         self.checkpointed = 0  # seq of the newest checkpoint this owner knows of
+        self.decisions = Decisions(store, topic)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -194,8 +283,9 @@ class PartitionLedger:
             head = after[-1]
         else:
             head = Entry.from_json(self.store.get(layout.ledger_key(self.topic, self.partition, base.seq))) if base else None
-        top = Checkpoint.of(head.seq if head else 0, base, after)
-        return LedgerView(top.live, top.last_commit_at, head, len(after))
+        kept, undecided = effective(after, self.decisions)
+        top = Checkpoint.of(head.seq if head else 0, base, kept)
+        return LedgerView(top.live, top.last_commit_at, head, len(after), undecided)
 
     def checkpoint_due(self) -> bool:
         """Whether the owner should write a checkpoint at its head now."""
@@ -212,7 +302,13 @@ class PartitionLedger:
             logger.warning("%s[%d]: no checkpoint at seq %d, the ledger has a hole before it",
                            self.topic, self.partition, seq)
             return None
-        checkpoint = Checkpoint.of(seq, base, entries)
+        kept, undecided = effective(entries, self.decisions)
+        if undecided:  # a checkpoint is final: it may only fold in decided groups
+            seq = undecided[0].seq - 1
+            if seq <= (base.seq if base else 0):
+                return base
+            kept = [e for e in kept if e.seq <= seq]
+        checkpoint = Checkpoint.of(seq, base, kept)
         self.store.put(layout.checkpoint_key(self.topic, self.partition, seq), checkpoint.to_json())
         for old in self.checkpoint_seqs()[:-2]:
             self.store.delete(layout.checkpoint_key(self.topic, self.partition, old))

@@ -16,6 +16,7 @@ one-hour, one-key query: of files whose rows a filter discards it reads only the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -56,6 +57,10 @@ class TopicView:
     files: tuple[FileEntry, ...]
     partition_columns: tuple[str, ...]  # directory names
     names: dict[str, str] = field(default_factory=dict)  # directory -> column, where they differ
+    only: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Shared files (merged across partitions) of which only some partitions' rows are read: their
+    other partitions' ledgers were read before the merge took effect, so those rows are read from
+    the files it replaced."""
 
     def column(self, directory: str) -> str:
         """The view's column of a directory: its name, or `<name>_partition` when a data column has it."""
@@ -99,6 +104,22 @@ def quote(name: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def distinct_files(files: Iterable[tuple[int, FileEntry]]) -> tuple[tuple[FileEntry, ...], dict[str, tuple[int, ...]]]:
+    """Each object once (a file merged across partitions is named by each of its partitions), and
+    the shared files some of whose partitions did not name them (see `TopicView.only`)."""
+    seen: dict[str, FileEntry] = {}
+    named: dict[str, set[int]] = {}
+    for partition, f in files:
+        if f.partitions is None:
+            seen[f.key] = f
+            continue
+        named.setdefault(f.key, set()).add(partition)
+        if f.key not in seen:
+            seen[f.key] = dataclasses.replace(f, row_groups=None, part_bytes=None)
+    only = {key: tuple(sorted(parts)) for key, parts in named.items() if parts != set(seen[key].partitions)}
+    return tuple(seen.values()), only
 
 
 def schema_groups(files: Iterable[FileEntry]) -> list[list[FileEntry]]:
@@ -213,10 +234,11 @@ class Engine:
         return _translated(fn)
 
     def _view(self, topic: str) -> TopicView:
-        files = tuple(self.archive.files(topic))
+        files, only = distinct_files((p, f) for p in self.archive.partitions(topic)
+                                     for f in self.archive.files(topic, p))
         if not files:
             raise ConfigError(f"topic {topic!r} has no committed files in {self.archive.store.url} yet")
-        return TopicView(topic, files, partition_columns(files))
+        return TopicView(topic, files, partition_columns(files), only=only)
 
     def _create_views(self, topics: list[str]) -> None:
         names = {t.lower() for t in self.views}
@@ -237,9 +259,15 @@ class Engine:
         selects = []
         for group in schema_groups(view.files):
             urls = ", ".join(_literal(self._location(f.key)) for f in group)
-            selects.append(f"SELECT * EXCLUDE (filename){', ' + columns if columns else ''} FROM read_parquet("
-                           f"[{urls}], hive_partitioning = false, filename = true, "
-                           f"union_by_name = {str(self._union_by_name).lower()})")
+            select = (f"SELECT * EXCLUDE (filename){', ' + columns if columns else ''} FROM read_parquet("
+                      f"[{urls}], hive_partitioning = false, filename = true, "
+                      f"union_by_name = {str(self._union_by_name).lower()})")
+            partial = [(f.key, view.only[f.key]) for f in group if f.key in view.only]
+            if partial:
+                select += " WHERE " + " AND ".join(
+                    f"NOT (filename = {_literal(self._location(key))} AND _kafka_partition NOT IN "
+                    f"({', '.join(map(str, partitions))}))" for key, partitions in partial)
+            selects.append(select)
         return " UNION ALL BY NAME ".join(selects)
 
     def _named(self, view: TopicView) -> TopicView:
@@ -256,7 +284,7 @@ class Engine:
                 if names[directory].lower() in taken:
                     raise TerminalError(f"{view.topic}: partition column {names[directory]!r} clashes with a data "
                                         "column of the same name")
-        return TopicView(view.topic, view.files, view.partition_columns, names)
+        return TopicView(view.topic, view.files, view.partition_columns, names, view.only)
 
     def _location(self, key: str) -> str:
         return self._base + key

@@ -108,7 +108,7 @@ class Plan:
 
     @property
     def bytes(self) -> int:
-        return sum(f.bytes for p in self.partitions for f in p.files)
+        return sum(f.own_bytes for p in self.partitions for f in p.files)
 
     def describe(self) -> dict:
         out = {
@@ -349,9 +349,9 @@ class _Cursor:
         self.schemas = writer_schemas_of(metadata)
         self.by_offset = metadata.get(ROW_ORDER_KEY, b"offset") == b"offset"
         written = written_schema(parquet.metadata.metadata)
-        parts = (parquet.iter_batches(batch_size=BATCH_ROWS) if self.by_offset
-                 else (parquet.read_row_group(i).combine_chunks().to_batches()[0]
-                       for i in range(parquet.num_row_groups)))
+        groups = list(range(parquet.num_row_groups)) if file.row_groups is None else file.row_groups
+        parts = (parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=groups) if self.by_offset
+                 else (parquet.read_row_group(i).combine_chunks().to_batches()[0] for i in groups))
         self._parts = (as_written(part, written) for part in parts)
         self._head: pa.RecordBatch | None = None
         self.done = False

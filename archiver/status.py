@@ -119,7 +119,7 @@ def partition_status(topic: str, partition: int, live: list[Entry], last_commit_
     """Compare one partition's live ledger entries with Kafka's offsets; alarms as defined in the module doc."""
     s = PartitionStatus(topic, partition, archived_ranges(live), kafka=kafka,
                         records=sum(e.records for e in live), files=sum(len(e.files) for e in live),
-                        bytes=sum(f.bytes for e in live for f in e.files),
+                        bytes=sum(f.own_bytes for e in live for f in e.files),
                         dead_lettered=sum(e.dead_lettered for e in live), last_commit_at=last_commit_at)
     for (_, end), (start, _) in zip(s.ranges, s.ranges[1:]):
         s.alarms.append(f"offsets {end}..{start - 1} are in no ledger entry (run archiver verify)")

@@ -111,10 +111,21 @@ def as_written(data: pa.Table | pa.RecordBatch, written: pa.Schema | None) -> pa
     return kind.from_arrays(columns, schema=written.with_metadata(data.schema.metadata))
 
 
-def read_table(data: bytes) -> pa.Table:
-    """A whole archived file, with the types it was written with."""
+def read_table(data: bytes, row_groups: list[int] | None = None) -> pa.Table:
+    """An archived file (or its `row_groups` only), with the types it was written with."""
     table = pq.read_table(io.BytesIO(data))  # (ParquetFile.read mangles lists of null)
-    return as_written(table, written_schema(pq.read_metadata(io.BytesIO(data)).metadata))
+    metadata = pq.read_metadata(io.BytesIO(data))
+    if row_groups is not None:
+        start, length = row_range(metadata, row_groups)
+        table = table.slice(start, length)
+    return as_written(table, written_schema(metadata.metadata))
+
+
+def row_range(metadata: pq.FileMetaData, row_groups: list[int]) -> tuple[int, int]:
+    """(first row, rows) of contiguous `row_groups` of a file."""
+    counts = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    first, last = min(row_groups), max(row_groups)
+    return sum(counts[:first]), sum(counts[first:last + 1])
 
 
 _MICROS_MAX_MS = (2**63 - 1) // 1000
