@@ -483,7 +483,7 @@ def compact(config_path, archive_url, topics, target_size, row_group_size, close
                                          force=done == total))
     finally:
         progress.close()
-    for p in report.partitions:
+    for p in [*report.groups, *report.partitions]:
         if p.files_in or p.deleted_files or p.removed_stale:
             click.echo(json.dumps(_plain(p)))
     click.echo(json.dumps({"dry_run": dry_run} | report.totals()))

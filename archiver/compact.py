@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from archiver import layout
 from archiver.archive import Archive
 from archiver.errors import ConfigError, NotFound, PreconditionFailed
-from archiver.ledger import Entry, FileEntry, PartitionLedger, writer_id
+from archiver.ledger import ABORTED, COMMITTED, Entry, FileEntry, LedgerView, PartitionLedger, writer_id
 from archiver.store import ObjectStore
 from archiver.writer import parquet
 
@@ -107,10 +107,12 @@ COUNTS = ("directories", "files_in", "bytes_in", "files_out", "bytes_out", "repl
 @dataclass
 class Report:
     partitions: list[PartitionReport] = field(default_factory=list)
+    groups: list = field(default_factory=list)  # groups.GroupReport: merges across partitions
 
     def totals(self) -> dict:
-        out = {k: sum(getattr(p, k) for p in self.partitions) for k in COUNTS}
-        out["seconds"] = round(sum(p.seconds for p in self.partitions), 3)
+        both = [*self.groups, *self.partitions]
+        out = {k: sum(getattr(p, k) for p in both) for k in COUNTS}
+        out["seconds"] = round(sum(p.seconds for p in both), 3)
         out["mb_per_s"] = round(out["bytes_in"] / 1e6 / out["seconds"], 2) if out["seconds"] else 0.0
         return out
 
@@ -134,13 +136,23 @@ def compact(archive: Archive, topics: Iterable[str] | None = None, settings: Com
     unknown = sorted(set(chosen) - set(known))
     if unknown:
         raise ConfigError(f"topic {unknown[0]!r} is not in the archive {archive.store.url}")
-    work = [(t, p) for t in chosen for p in (partitions(t) if partitions else archive.partitions(t))]
+    from archiver import groups
+
+    work = {t: list(partitions(t) if partitions else archive.partitions(t)) for t in chosen}
+    total = sum(len(parts) for parts in work.values())
     report = Report()
-    for topic, p in work:
-        report.partitions.append(compact_partition(archive.store, topic, p, settings, now, dry_run,
-                                                   collect=tables is None))
-        if progress:
-            progress(len(report.partitions), len(work))
+    for topic, parts in work.items():
+        merged = groups.compact_across(archive.store, topic, parts, settings, now, dry_run)
+        if merged is not None:
+            report.groups.append(merged)
+        for p in parts:
+            if dry_run and merged is not None and p in merged.members:
+                report.partitions.append(PartitionReport(topic, p))  # what is left depends on the merge
+            else:
+                report.partitions.append(compact_partition(archive.store, topic, p, settings, now, dry_run,
+                                                           collect=tables is None))
+            if progress:
+                progress(len(report.partitions), total)
     if tables is not None and not dry_run:
         collect_published(archive.store, tables, report.partitions, settings, now)
     return report
@@ -176,7 +188,7 @@ def compact_partition(store: ObjectStore, topic: str, partition: int, settings: 
     if not dry_run:
         report.removed_stale = _remove_stale(ledger, settings, now())
     view = ledger.view()
-    plan = _plan(view.live, settings, now())
+    plan = None if view.undecided else _plan(view.live, settings, now())  # a merge across partitions is deciding
     if plan is not None:
         run, merge = plan
         report.directories = len(merge)
@@ -217,7 +229,7 @@ def time_partition_end(directories: str) -> float | None:
     return start + 3600 if minute is None else start + int(minute) * 60 + 60
 
 
-def _plan(live: list[Entry], settings: CompactSettings, now: float
+def _plan(live: list[Entry], settings: CompactSettings, now: float, shared: bool = False
           ) -> tuple[list[Entry], dict[str, list[FileEntry]]] | None:
     """The run of live entries to replace and, per directory, the files to merge.
 
@@ -231,48 +243,52 @@ def _plan(live: list[Entry], settings: CompactSettings, now: float
     the run goes from the first to the last entry holding files to merge, carrying the small
     files of open directories: compaction still happens, and its entry grows with history.
     """
-    small = settings.target_bytes // 2
+    limit = settings.target_bytes // 2
+
+    def small(f: FileEntry) -> bool:
+        """Worth merging; a file shared with other partitions only in a merge across all of them."""
+        return f.bytes < limit and (shared or f.partitions is None)
 
     def closed(directories: str) -> bool:
         end = time_partition_end(directories)
         return end is not None and end + settings.closed_after_s <= now
 
     def open_small(entry: Entry) -> bool:
-        return any(f.bytes < small and not closed(directories_of(f.key)) for f in entry.files)
+        return any(small(f) and not closed(directories_of(f.key)) for f in entry.files)
 
     first = next((i for i, e in enumerate(live) if not open_small(e)
-                  and any(f.bytes < small for f in e.files)), None)
+                  and any(small(f) for f in e.files)), None)
     while first is not None:
         stop = next((i for i in range(first, len(live)) if open_small(live[i])), len(live))
         run = live[first:stop]
         by_dir: dict[str, list[FileEntry]] = collections.defaultdict(list)
         for entry in run:
             for f in entry.files:
-                if f.bytes < small:
+                if small(f):
                     by_dir[directories_of(f.key)].append(f)
         merge = {d: sorted(files, key=lambda f: f.first_offset) for d, files in sorted(by_dir.items())
                  if len(files) >= settings.min_files}
         if merge:
-            holds = [i for i, e in enumerate(run) if any(f.bytes < small and directories_of(f.key) in merge
+            holds = [i for i, e in enumerate(run) if any(small(f) and directories_of(f.key) in merge
                                                          for f in e.files)]
             return run[holds[0]:holds[-1] + 1], merge
         first = next((i for i in range(stop, len(live)) if not open_small(live[i])
-                      and any(f.bytes < small for f in live[i].files)), None)
+                      and any(small(f) for f in live[i].files)), None)
     return _carrying_plan(live, small, closed, settings.min_files)
 
 
-def _carrying_plan(live: list[Entry], small: int, closed: Callable[[str], bool], min_files: int
+def _carrying_plan(live: list[Entry], small: Callable[[FileEntry], bool], closed: Callable[[str], bool], min_files: int
                    ) -> tuple[list[Entry], dict[str, list[FileEntry]]] | None:
     by_dir: dict[str, list[FileEntry]] = collections.defaultdict(list)
     for entry in live:
         for f in entry.files:
-            if f.bytes < small and closed(directories_of(f.key)):
+            if small(f) and closed(directories_of(f.key)):
                 by_dir[directories_of(f.key)].append(f)
     merge = {d: sorted(files, key=lambda f: f.first_offset) for d, files in sorted(by_dir.items())
              if len(files) >= min_files}
     if not merge:
         return None
-    holds = [i for i, e in enumerate(live) if any(f.bytes < small and directories_of(f.key) in merge
+    holds = [i for i, e in enumerate(live) if any(small(f) and directories_of(f.key) in merge
                                                   for f in e.files)]
     return live[holds[0]:holds[-1] + 1], merge
 
@@ -287,20 +303,17 @@ class _Compaction:
         self.store, self.ledger, self.head, self.run, self.merge = store, ledger, head, run, merge
         self.settings, self.now = settings, now
         self.seq = head.seq + 1
-        self.intent = layout.intent_key(ledger.topic, ledger.partition, self.seq, head.epoch, "compaction")
-        self.uploaded: list[str] = []
-        self._inflight: collections.deque = collections.deque()
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self.started_at = now()
+        intent = layout.intent_key(ledger.topic, ledger.partition, self.seq, head.epoch, "compaction")
+        self.uploads = _Uploads(store, intent, settings, now)
 
     def execute(self) -> tuple[Entry | None, list[FileEntry]]:
         """The committed entry and the merged files (None, [] if another compaction won)."""
         merged_keys = {f.key for files in self.merge.values() for f in files}
-        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as self._pool:
-            try:
-                new_files = [f for d, files in self.merge.items() for f in self._merge_directory(d, files)]
-            finally:
-                self._drain(0)
+        try:
+            new_files = [entries[self.ledger.partition] for d, files in self.merge.items()
+                         for entries in self._merge_directory(d, files)]
+        finally:
+            self.uploads.finish()
         carried = [f for e in self.run for f in e.files if f.key not in merged_keys]
         entry = Entry(self.seq, self.head.epoch, "compaction", self.run[0].start, self.run[-1].end,
                       sorted(new_files + carried, key=lambda f: (f.first_offset, f.key)),
@@ -310,10 +323,10 @@ class _Compaction:
                       frontier=self.head.next_offset, lost=[r for e in self.run for r in e.lost])
         committed = self._commit(entry)
         if committed is None:
-            for key in self.uploaded:
-                self.store.delete(key)
-        self.store.delete(self.intent)
-        return (committed, new_files) if committed else (None, [])
+            self.uploads.discard()
+            return None, []
+        self.store.delete(self.uploads.intent)
+        return committed, new_files
 
     def _commit(self, entry: Entry) -> Entry | None:
         topic, partition = self.ledger.topic, self.ledger.partition
@@ -323,8 +336,7 @@ class _Compaction:
                 self.store.put(layout.ledger_key(topic, partition, entry.seq), entry.to_json(), if_absent=True)
             except PreconditionFailed:
                 view = self.ledger.view()
-                live = {e.seq for e in view.live}
-                if not all(e.seq in live for e in self.run):
+                if not still_live(view, self.run):
                     logger.warning("compaction of %s[%d] lost its run to another compaction; discarded",
                                    topic, partition)
                     return None
@@ -336,48 +348,21 @@ class _Compaction:
                         len(self.run))
             return entry
 
-    def _merge_directory(self, directories: str, files: list[FileEntry]) -> list[FileEntry]:
-        """Rewrite one directory's files into files near the target size, in offset order.
+    def _merge_directory(self, directories: str, files: list[FileEntry]) -> list[dict[int, FileEntry]]:
+        def name(partition: int, f: FileEntry) -> str:
+            return layout.DataKey(self.ledger.topic, partition, f.first_offset, self.head.epoch, directories,
+                                  compaction=self.seq).format()
 
-        Files with other Arrow schemas or writer schemas (schema evolution) start a new output
-        file, so every row keeps exactly the columns its writer schema produced, and each file's
-        metadata holds the writer schemas of its rows (they must be known when a file is opened).
-        """
-        out: list[FileEntry] = []
-        writer: _Output | None = None
-        for f, data in _prefetched(self.store, files):
-            table = parquet.read_table(data)
-            schema = table.schema.remove_metadata()
-            writer_schemas = parquet.writer_schemas_of(table.schema.metadata)
-            micros = parquet.micros_fit(table)
-            if writer is not None and (writer.schema != schema or writer.writer_schemas != writer_schemas
-                                       or writer.micros != micros or writer.size >= self.settings.target_bytes):
-                out.append(self._upload(writer.close()))
-                writer = None
-            if writer is None:
-                key = layout.DataKey(self.ledger.topic, self.ledger.partition, f.first_offset, self.head.epoch,
-                                     directories, compaction=self.seq).format()
-                writer = _Output(key, schema, writer_schemas, self.settings, micros)
-            writer.add(table.replace_schema_metadata(None))
-        if writer is not None:
-            out.append(self._upload(writer.close()))
-        return out
+        return merge_files(self.store, [(self.ledger.partition, f) for f in files], self.settings, name,
+                           self.uploads.upload)
 
-    def _upload(self, done: tuple[FileEntry, bytes]) -> FileEntry:
-        """Name the file in the intent, then upload it in the background (a few at a time)."""
-        entry, data = done
-        self.uploaded.append(entry.key)
-        body = {"files": self.uploaded, "writer": writer_id(), "started_at": self.started_at,
-                "updated_at": self.now()}  # a running compaction keeps its intent fresh
-        self.store.put(self.intent, json.dumps(body).encode())  # before the upload it names
-        self._drain(2 * self.settings.target_bytes - len(data))
-        self._inflight.append((len(data), self._pool.submit(self.store.put, entry.key, data)))
-        return entry
 
-    def _drain(self, room: int) -> None:
-        """Wait for uploads until at most `room` bytes are in flight; raise the first failure."""
-        while self._inflight and sum(n for n, _ in self._inflight) > max(room, 0):
-            self._inflight.popleft()[1].result()
+def still_live(view: LedgerView, run: list[Entry]) -> bool:
+    """Whether a compaction may still replace `run`: every entry of it is live, and no undecided
+    compaction group (see `archiver.groups`) is about to replace one of them."""
+    live = {e.seq for e in view.live}
+    claimed = {seq for e in view.undecided for seq in e.replaces}
+    return all(e.seq in live and e.seq not in claimed for e in run)
 
 
 def _prefetched(store: ObjectStore, files: list[FileEntry], ahead: int = 8) -> Iterator[tuple[FileEntry, bytes]]:
@@ -395,8 +380,19 @@ def _prefetched(store: ObjectStore, files: list[FileEntry], ahead: int = 8) -> I
             yield done, future.result()
 
 
+@dataclass
+class _Part:
+    """The rows of one Kafka partition in a file being written."""
+
+    rows: int = 0
+    offsets: list[int] = field(default_factory=list)
+    stamps: list[int] = field(default_factory=list)
+    schema_ids: set[int] = field(default_factory=set)
+
+
 class _Output:
-    """One merged Parquet file being written: row groups of about `row_group_bytes`."""
+    """One merged Parquet file being written: row groups of about `row_group_bytes`, each holding
+    the rows of one Kafka partition (`add` tells whose)."""
 
     def __init__(self, key: str, schema: pa.Schema, writer_schemas: dict[int, str], settings: CompactSettings,
                  micros: bool = True):
@@ -409,21 +405,23 @@ class _Output:
                                        **parquet.writer_options(schema, micros=micros))
         self.pending: list[pa.Table] = []
         self.pending_bytes = 0
-        self.rows = 0
-        self.offsets: list[int] = []
-        self.stamps: list[int] = []
-        self.schema_ids: set[int] = set()
+        self.pending_partition: int | None = None
+        self.parts: dict[int, _Part] = {}  # in the order written
 
     @property
     def size(self) -> int:
         return self.sink.tell() + self.pending_bytes // 8  # pending Arrow bytes compress ~8x
 
-    def add(self, table: pa.Table) -> None:
-        self.rows += table.num_rows
-        for column, acc in (("_kafka_offset", self.offsets), ("_kafka_timestamp", self.stamps)):
+    def add(self, table: pa.Table, partition: int) -> None:
+        if partition != self.pending_partition:
+            self._write_group()  # a row group holds one partition's rows
+            self.pending_partition = partition
+        part = self.parts.setdefault(partition, _Part())
+        part.rows += table.num_rows
+        for column, acc in (("_kafka_offset", part.offsets), ("_kafka_timestamp", part.stamps)):
             bounds = pc.min_max(table[column].cast(pa.int64()))
             acc.extend(v for v in (bounds["min"].as_py(), bounds["max"].as_py()) if v is not None)
-        self.schema_ids.update(i for i in pc.unique(table["_schema_id"]).to_pylist() if i is not None)
+        part.schema_ids.update(i for i in pc.unique(table["_schema_id"]).to_pylist() if i is not None)
         self.pending.append(table)
         self.pending_bytes += table.nbytes
         if self.pending_bytes >= self.settings.row_group_bytes:
@@ -438,14 +436,117 @@ class _Output:
         self.writer.write_table(group, row_group_size=group.num_rows)
         self.pending, self.pending_bytes = [], 0
 
-    def close(self) -> tuple[FileEntry, bytes]:
+    def close(self) -> tuple[dict[int, FileEntry], bytes]:
+        """The file's entry for each partition with rows in it, and its bytes. A file of one
+        partition is that partition's whole file; a shared one names each partition's row groups."""
         self._write_group()
         self.writer.close()
         data = self.sink.getvalue()
-        entry = FileEntry(self.key, self.rows, len(data), hashlib.sha256(data).hexdigest(), min(self.offsets),
-                          max(self.offsets), min(self.stamps, default=None), max(self.stamps, default=None),
-                          sorted(self.schema_ids))
-        return entry, data
+        digest = hashlib.sha256(data).hexdigest()
+        shared = len(self.parts) > 1
+        groups = _row_groups_by_partition(data) if shared else {}
+        entries = {}
+        for partition, part in self.parts.items():
+            entry = FileEntry(self.key, part.rows, len(data), digest, min(part.offsets), max(part.offsets),
+                              min(part.stamps, default=None), max(part.stamps, default=None), sorted(part.schema_ids))
+            if shared:
+                indexes, compressed = groups[partition]
+                entry = dataclasses.replace(entry, row_groups=indexes, partitions=sorted(self.parts),
+                                            part_bytes=compressed)
+            entries[partition] = entry
+        return entries, data
+
+
+def _row_groups_by_partition(data: bytes) -> dict[int, tuple[list[int], int]]:
+    """Per Kafka partition, (its row groups, their compressed bytes), from the footer's statistics."""
+    metadata = pq.read_metadata(io.BytesIO(data))
+    column = next(j for j in range(metadata.num_columns) if metadata.schema.column(j).path == "_kafka_partition")
+    out: dict[int, tuple[list[int], int]] = {}
+    for i in range(metadata.num_row_groups):
+        group = metadata.row_group(i)
+        stats = group.column(column).statistics
+        if stats is None or not stats.has_min_max or stats.min != stats.max:
+            raise AssertionError(f"row group {i} does not hold exactly one partition's rows")
+        indexes, compressed = out.get(stats.min, ([], 0))
+        size = sum(group.column(j).total_compressed_size for j in range(group.num_columns))
+        out[stats.min] = ([*indexes, i], compressed + size)
+    return out
+
+
+class _Uploads:
+    """Uploads named by an intent first (rewritten before each upload, which also shows the
+    compaction is alive), a few in flight at once."""
+
+    def __init__(self, store: ObjectStore, intent: str, settings: CompactSettings, now: Callable[[], float],
+                 **details):
+        self.store, self.intent, self.settings, self.now, self.details = store, intent, settings, now, details
+        self.started_at = now()
+        self.keys: list[str] = []
+        self._inflight: collections.deque = collections.deque()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="compaction-upload")
+
+    def write_intent(self) -> None:
+        body = {"files": self.keys, "writer": writer_id(), "started_at": self.started_at,
+                "updated_at": self.now(), **self.details}
+        self.store.put(self.intent, json.dumps(body).encode())
+
+    def upload(self, key: str, data: bytes) -> None:
+        self.keys.append(key)
+        self.write_intent()  # before the upload it names
+        self._drain(2 * self.settings.target_bytes - len(data))
+        self._inflight.append((len(data), self._pool.submit(self.store.put, key, data)))
+
+    def finish(self) -> None:
+        """Wait for every upload; raise the first failure."""
+        try:
+            self._drain(0)
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _drain(self, room: int) -> None:
+        while self._inflight and sum(n for n, _ in self._inflight) > max(room, 0):
+            self._inflight.popleft()[1].result()
+
+    def discard(self) -> None:
+        """Delete the uploads and the intent (the compaction lost, or never took effect)."""
+        for key in self.keys:
+            self.store.delete(key)
+        self.store.delete(self.intent)
+
+
+def merge_files(store: ObjectStore, files: list[tuple[int, FileEntry]], settings: CompactSettings,
+                name: Callable[[int, FileEntry], str], upload: Callable[[str, bytes], None]
+                ) -> list[dict[int, FileEntry]]:
+    """Rewrite (partition, file) inputs, in the order given, into files near the target size; per
+    output, each partition's entry for it (see `_Output.close`).
+
+    Files with other Arrow schemas or writer schemas (schema evolution) start a new output file,
+    so every row keeps exactly the columns its writer schema produced, and each file's metadata
+    holds the writer schemas of its rows (they must be known when a file is opened).
+    """
+    out: list[dict[int, FileEntry]] = []
+    writer: _Output | None = None
+
+    def close() -> None:
+        entries, data = writer.close()
+        upload(writer.key, data)
+        out.append(entries)
+
+    for (partition, f), data in zip(files, _prefetched(store, [f for _, f in files]), strict=True):
+        table = parquet.read_table(data[1], f.row_groups)
+        schema = table.schema.remove_metadata()
+        writer_schemas = parquet.writer_schemas_of(table.schema.metadata)
+        micros = parquet.micros_fit(table)
+        if writer is not None and (writer.schema != schema or writer.writer_schemas != writer_schemas
+                                   or writer.micros != micros or writer.size >= settings.target_bytes):
+            close()
+            writer = None
+        if writer is None:
+            writer = _Output(name(partition, f), schema, writer_schemas, settings, micros)
+        writer.add(table.replace_schema_metadata(None), partition)
+    if writer is not None:
+        close()
+    return out
 
 
 # --- cleaning up -----------------------------------------------------------------------------
@@ -489,9 +590,27 @@ def _collect_garbage(ledger: PartitionLedger, settings: CompactSettings, now: fl
     except NotFound:
         collected_through = through = 0
     live_keys: set[str] | None = None
+    others: dict[int, set[str]] = {}  # live keys of the other partitions of shared files
+
+    def unused(f: FileEntry) -> bool:
+        if f.key in live_keys:
+            return False
+        for p in f.partitions or ():  # shared: replaced in every member at once, checked all the same
+            if p != partition and p not in others:
+                others[p] = {g.key for e in PartitionLedger(store, topic, p).view().live for g in e.files}
+            if p != partition and f.key in others[p]:
+                return False
+        return True
+
     doomed: list[str] = []
     for entry in ledger.entries(through):
         if entry.kind == "compaction":
+            outcome = COMMITTED if entry.group is None else ledger.decisions.outcome(entry.group)
+            if outcome is None:
+                break  # a merge across partitions still deciding
+            if outcome == ABORTED:
+                through = entry.seq
+                continue
             if entry.committed_at + settings.grace_s > now or (floor is not None and entry.seq > floor):
                 break
             if live_keys is None:
@@ -501,13 +620,13 @@ def _collect_garbage(ledger: PartitionLedger, settings: CompactSettings, now: fl
                     replaced = Entry.from_json(store.get(layout.ledger_key(topic, partition, seq)))
                 except NotFound:
                     continue
-                doomed += [f.key for f in replaced.files if f.key not in live_keys]
+                doomed += [f.key for f in replaced.files if unused(f)]
         through = entry.seq
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(store.delete, doomed))
+        list(pool.map(store.delete, dict.fromkeys(doomed)))
     if through != collected_through:
         store.put(marker, json.dumps({"through": through}).encode())
-    return len(doomed)
+    return len(set(doomed))
 
 
 # --- on a schedule, inside the daemon --------------------------------------------------------
@@ -546,7 +665,18 @@ class Scheduled:
         self._thread.start()
 
     def _run(self, partitions: list[tuple[str, int]]) -> None:
+        from archiver import groups
+
         reports = []
+        for topic in dict.fromkeys(t for t, _ in partitions):
+            try:
+                merged = groups.compact_across(self.store, topic, [p for t, p in partitions if t == topic],
+                                               self.settings)
+                if merged is not None:
+                    self.totals.update({k: getattr(merged, k) for k in COUNTS})
+            except Exception as e:  # noqa: BLE001 - a failed run is retried at the next interval
+                self.failures += 1
+                logger.warning("compaction of %s across partitions failed: %s", topic, e)
         for topic, partition in partitions:
             if self._stopping.is_set():
                 return

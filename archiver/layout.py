@@ -1,9 +1,11 @@
 """Object keys of the archive. Every `format_*` has an exact inverse `parse_*`.
 
     topic=T/dt=YYYY-MM-DD/hour=HH/key_bucket=NN/T+P+<first offset:020d>+<epoch:010d>.parquet
+    topic=T/.../T+P+<first offset:020d>+<epoch:010d>-g<group>.parquet   merged across partitions
     _ledger/topic=T/partition=P/<seq:020d>.json
     _intents/topic=T/partition=P/<seq:020d>-<epoch:010d>.json
     _layout/topic=T.json
+    _decisions/topic=T/<group>.json   outcome of a compaction across partitions
 
 Partition values are computed from bounded inputs only (a time bucket, a hash bucket, or a
 sanitised value from an allow-list), so nothing a producer sends can create a path outside the
@@ -93,9 +95,11 @@ class DataKey:
     epoch: int
     directories: str  # e.g. "dt=2026-11-24/hour=21/key_bucket=07"
     compaction: int | None = None  # the compaction's ledger seq
+    group: str | None = None  # a compaction across partitions: its group id (partition and offset: its first row's)
 
     def format(self) -> str:
         suffix = "" if self.compaction is None else f"-c{self.compaction:020d}"
+        suffix += "" if self.group is None else f"-g{self.group}"
         return (f"topic={self.topic}/{self.directories}/"
                 f"{self.topic}+{self.partition}+{self.first_offset:020d}+{self.epoch:010d}{suffix}.parquet")
 
@@ -105,7 +109,7 @@ class DataKey:
 
 _DATA_KEY = re.compile(r"^topic=(?P<topic>[^/]+)/(?P<dirs>(?:[^/=]+=[^/]+/)+)"
                        r"(?P=topic)\+(?P<partition>\d+)\+(?P<first>\d{20})\+(?P<epoch>\d{10})"
-                       r"(?:-c(?P<compaction>\d{20}))?\.parquet$")
+                       r"(?:-c(?P<compaction>\d{20}))?(?:-g(?P<group>[0-9a-f]{16}))?\.parquet$")
 
 
 def parse_data_key(key: str) -> DataKey:
@@ -114,7 +118,7 @@ def parse_data_key(key: str) -> DataKey:
     if not m:
         raise ValueError(f"not an archive data key: {key!r}")
     return DataKey(m["topic"], int(m["partition"]), int(m["first"]), int(m["epoch"]), m["dirs"].rstrip("/"),
-                   int(m["compaction"]) if m["compaction"] else None)
+                   int(m["compaction"]) if m["compaction"] else None, m["group"])
 
 
 def ledger_prefix(topic: str, partition: int) -> str:

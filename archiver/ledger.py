@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -118,37 +119,42 @@ class Decisions:
     with If-None-Match: * by whoever decides first (the compactor commits, a cleaner of a stale
     group aborts), so every ledger of the group flips at the same instant.
 
-    Outcomes are final, so they are cached for the process; an undecided group is looked up again.
+    Decisions are final, so they are cached for the process; an undecided group is looked up again.
     """
 
-    _final: dict[tuple[str, str, str], str] = {}
+    _final: typing.ClassVar[dict[tuple[str, str, str], dict]] = {}
 
     def __init__(self, store: ObjectStore, topic: str):
         self.store, self.topic = store, topic
 
-    def outcome(self, group: str) -> str | None:
-        """committed, aborted, or None (undecided)."""
+    def read(self, group: str) -> dict | None:
+        """The decision ({"outcome": committed | aborted, "members": [partitions], ...}), or None."""
         cached = (self.store.url, self.topic, group)
         if cached in self._final:
             return self._final[cached]
         try:
-            outcome = json.loads(self.store.get(layout.decision_key(self.topic, group)))["outcome"]
+            decision = json.loads(self.store.get(layout.decision_key(self.topic, group)))
         except NotFound:
             return None
-        self._final[cached] = outcome
-        return outcome
+        self._final[cached] = decision
+        return decision
 
-    def decide(self, group: str, outcome: str, **details) -> str:
+    def outcome(self, group: str) -> str | None:
+        """committed, aborted, or None (undecided)."""
+        decision = self.read(group)
+        return decision["outcome"] if decision else None
+
+    def decide(self, group: str, outcome: str, members: list[int]) -> str:
         """Write `outcome` unless a decision exists; the decision in force."""
-        body = json.dumps({"outcome": outcome, "at": time.time(), "writer": writer_id(), **details}).encode()
+        decision = {"outcome": outcome, "members": sorted(members), "at": time.time(), "writer": writer_id()}
         try:
-            self.store.put(layout.decision_key(self.topic, group), body, if_absent=True)
+            self.store.put(layout.decision_key(self.topic, group), json.dumps(decision).encode(), if_absent=True)
         except PreconditionFailed:
             decided = self.outcome(group)
-            if decided is None:  # a decision that vanished: never deleted, so an unreadable store
+            if decided is None:  # decisions are never deleted
                 raise
             return decided
-        self._final[(self.store.url, self.topic, group)] = outcome
+        self._final[(self.store.url, self.topic, group)] = decision
         return outcome
 
 

@@ -45,7 +45,7 @@ from archiver import layouts
 from archiver.archive import Archive
 from archiver.config import CatalogSettings
 from archiver.errors import ArchiverError, ConfigError, TerminalError, TransientError
-from archiver.ledger import Entry, FileEntry, PartitionLedger
+from archiver.ledger import ABORTED, Decisions, Entry, FileEntry, PartitionLedger
 from archiver.retry import Backoff
 
 logger = logging.getLogger(__name__)
@@ -223,13 +223,40 @@ class Publisher:
         """The files to add and remove to reflect every committed entry after the table's positions."""
         published = positions(table)
         changes = Changes(dict(published))
-        for partition in self.archive.partitions(topic):
-            ledger = PartitionLedger(self.archive.store, topic, partition)
-            after = published.get(partition, 0)
-            for entry in ledger.entries(after):
-                self._apply(ledger, entry, after, changes)
-                changes.positions[partition] = entry.seq
+        ledgers = [PartitionLedger(self.archive.store, topic, p) for p in self.archive.partitions(topic)]
+        pending = {ledger.partition: list(ledger.entries(published.get(ledger.partition, 0))) for ledger in ledgers}
+        ready, aborted = self._groups(topic, pending)
+        for ledger in ledgers:
+            after = published.get(ledger.partition, 0)
+            for entry in pending[ledger.partition]:
+                if entry.group is not None and entry.group not in ready:
+                    if entry.group not in aborted:
+                        break  # undecided, or a member's entry not read yet: publish up to it
+                else:
+                    self._apply(ledger, entry, after, changes)
+                changes.positions[ledger.partition] = entry.seq
         return changes
+
+    def _groups(self, topic: str, pending: dict[int, list[Entry]]) -> tuple[set[str], set[str]]:
+        """(groups to publish, aborted groups) among the entries read: a compaction across
+        partitions is published in one commit with every member's entry, or not at all, since its
+        merged files hold rows of every member."""
+        read: dict[str, set[int]] = {}
+        for partition, entries in pending.items():
+            for entry in entries:
+                if entry.group is not None:
+                    read.setdefault(entry.group, set()).add(partition)
+        decisions = Decisions(self.archive.store, topic)
+        ready, aborted = set(), set()
+        for group, partitions in read.items():
+            decision = decisions.read(group)
+            if decision is None:
+                continue
+            if decision["outcome"] == ABORTED:
+                aborted.add(group)
+            elif set(decision["members"]) <= partitions:
+                ready.add(group)
+        return ready, aborted
 
     def _apply(self, ledger: PartitionLedger, entry: Entry, published: int, changes: Changes) -> None:
         if entry.kind == "claim":
