@@ -101,12 +101,12 @@ def plan(views: dict[int, LedgerView], settings: compact.CompactSettings, now: f
         if found is not None:
             candidates[partition] = found
     holders: dict[str, set[int]] = collections.defaultdict(set)
-    counts: collections.Counter = collections.Counter()
+    objects: dict[str, set[str]] = collections.defaultdict(set)  # a shared file is one object of several partitions
     for partition, (_, merge) in candidates.items():
         for directory, files in merge.items():
             holders[directory].add(partition)
-            counts[directory] += len(files)
-    chosen = {d for d, parts in holders.items() if len(parts) >= 2 and counts[d] >= settings.min_files
+            objects[directory].update(f.key for f in files)
+    chosen = {d for d, parts in holders.items() if len(parts) >= 2 and len(objects[d]) >= settings.min_files
               and all(set(f.partitions or [p]) <= parts for p in parts for f in candidates[p][1][d])}
     members = []
     for partition, (run, merge) in candidates.items():
@@ -134,7 +134,7 @@ def compact_across(store: ObjectStore, topic: str, partitions: Iterable[int], se
         return GroupReport(topic, removed_stale=removed, seconds=time.monotonic() - started) if removed else None
     report = GroupReport(topic, members=[m.partition for m in members], removed_stale=removed)
     report.directories = len({d for m in members for d in m.merge})
-    report.files_in = sum(len(files) for m in members for files in m.merge.values())
+    report.files_in = len({f.key for m in members for files in m.merge.values() for f in files})
     report.bytes_in = sum(f.own_bytes for m in members for files in m.merge.values() for f in files)
     report.replaced_entries = sum(len(m.run) for m in members)
     if not dry_run:
@@ -185,7 +185,7 @@ class _Merge:
             self.uploads.discard()
             return outcome, {}
         self.store.delete(self.uploads.intent)
-        logger.info("merged %s across partitions %s: %d file(s) in %d director(y/ies) → %d file(s) (group %s)",
+        logger.info("compacted %s across partitions %s: %d file(s) in %d director(y/ies) → %d file(s) (group %s)",
                     self.topic, self.partitions, sum(len(f) for m in self.members for f in m.merge.values()),
                     len({d for m in self.members for d in m.merge}), len(sizes), self.group)
         return COMMITTED, sizes

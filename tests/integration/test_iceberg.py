@@ -78,6 +78,8 @@ def test_run_publishes_its_commits_and_readers_see_each_record_once_through_comp
     assert snapshot.summary.operation.value == "overwrite"  # merged files in, replaced ones out: one commit
     assert len(tbl.snapshots()) == 1, "a grace of 0 s expires every snapshot but the current one"
     assert len(tbl.inspect.files()) == files_before - totals["files_in"] + totals["files_out"]
+    paths = tbl.inspect.files()["file_path"].to_pylist()
+    assert len({p.rsplit("/", 1)[0] for p in paths}) == len(paths)  # merged across partitions: one file a directory
     assert summary_positions(tbl) == heads(topic.env, topic.topic)
     assert duckdb_counts(topic.env, tbl.metadata_location) == (5000, 5000)  # and every file it names exists
     assert spark_counts(spark, topic.topic)[:2] == (5000, 5000)
