@@ -105,6 +105,7 @@ def demo(config_path, bootstrap_servers, schema_registry_url, archive_url, topic
              "_kafka_headers")
     click.echo("4. one archived row: " + ", ".join(f"{k}={row[k]!s}" for k in shown))
     _demo_replay(settings, archive, topic, partitions)
+    _demo_compact(settings, archive, topic)
     _demo_batch(settings.archive_url, archive, topic)
     if settings.catalog.configured:
         _demo_iceberg(settings, topic)
@@ -118,10 +119,36 @@ def _demo_iceberg(settings, topic: str) -> None:
 
     end = int(time.time() // 3600) * 3600_000
     sql, rows, read, total = tables.demo_query(settings, topic, end - 3600_000, end)
-    click.echo(f"9. the Iceberg table {settings.catalog.namespace}.{tables.table_name(topic)} "
+    click.echo(f"10. the Iceberg table {settings.catalog.namespace}.{tables.table_name(topic)} "
                f"(catalog {settings.catalog.kind}), read by DuckDB's iceberg extension:\n   {sql}\n"
                f"   (read {read} of {total} files: the table's hour partitions pruned the rest)")
     click.echo("   " + "\n   ".join(f"{event_type:<12} {events:>6}" for event_type, events in rows))
+
+
+def _demo_compact(settings, archive, topic: str) -> None:
+    """Compact the closed hours: each directory becomes one file, whatever the partition count."""
+    import collections
+    import time
+
+    from archiver import compact as compact_mod
+    from archiver import layout, tables
+    from archiver import query as query_mod
+
+    now = time.time()
+    report = compact_mod.compact(archive, [topic], compact_mod.CompactSettings(closed_after_s=0, grace_s=0),
+                                 now=lambda: now, tables=tables.publisher(settings) if settings.catalog.configured
+                                 else None)
+    totals = report.totals()
+    files, _ = query_mod.distinct_files((p, f) for p in archive.partitions(topic) for f in archive.files(topic, p))
+    per_directory = collections.Counter(compact_mod.directories_of(f.key) for f in files)
+    closed = sorted(d for d in per_directory if (compact_mod.time_partition_end(d) or now + 1) <= now)
+    click.echo(f"6. archiver compact --closed-after 0s: {totals['files_in']} small files of the closed hours "
+               f"merged across partitions into {totals['files_out']}; the archive now holds {len(files)} files, "
+               f"{max((per_directory[d] for d in closed), default=0)} per closed directory:")
+    if closed:
+        shown = next(f for f in files if compact_mod.directories_of(f.key) == closed[-1])
+        parts = shown.partitions or [layout.parse_data_key(shown.key).partition]
+        click.echo(f"     {shown.key}  ({shown.bytes:,} bytes, rows of partitions {', '.join(map(str, parts))})")
 
 
 def _demo_batch(archive_url: str, archive, topic: str) -> None:
@@ -143,13 +170,13 @@ def _demo_batch(archive_url: str, archive, topic: str) -> None:
     finally:
         engine.close()
     read = explanation.files_read(topic)
-    click.echo(f"6. archiver query \"{sql}\"\n   (read {len(read)} of {len(explanation.views[topic].files)} files: "
+    click.echo(f"7. archiver query \"{sql}\"\n   (read {len(read)} of {len(explanation.views[topic].files)} files: "
                "the dt/hour partition columns pruned the rest)")
     click.echo("   " + query_mod.render_table(result).rstrip("\n").replace("\n", "\n   "))
     report = audit.verify(archive, [topic])
-    click.echo(f"7. archiver verify --topics {topic}: {report.summary()}")
+    click.echo(f"8. archiver verify --topics {topic}: {report.summary()}")
     (spec,) = catalog.table_specs(None, archive_url, [topic], None, None)
-    click.echo("8. archiver ddl --topic " + topic + " (Athena, partition projection: no MSCK REPAIR):\n"
+    click.echo("9. archiver ddl --topic " + topic + " (Athena, partition projection: no MSCK REPAIR):\n"
                + spec.ddl() + ";")
 
 

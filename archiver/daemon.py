@@ -28,7 +28,7 @@ from archiver.metrics import Heartbeat
 from archiver.retry import Backoff, retry
 from archiver.sink import Sink
 from archiver.source import kafka as source_kafka
-from archiver.store import open_store
+from archiver.store import REQUESTS, open_store
 from archiver.writer.buffer import Rotation
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class Summary:
     seconds: float
     rotations: dict[str, int]
     lost: int = 0
+    requests: dict[str, int] = field(default_factory=dict)  # object store requests, by operation
 
 
 @dataclass
@@ -324,7 +325,7 @@ class Daemon:
             raise gave_up
         s = self.sink.stats
         return Summary(s.records_in, s.records_out, s.dead_lettered, s.files, s.commits, s.bytes_in,
-                       s.bytes_out, time.monotonic() - started, dict(s.rotations), s.lost)
+                       s.bytes_out, time.monotonic() - started, dict(s.rotations), s.lost, REQUESTS.snapshot())
 
     def stop(self, signum: int | None = None, _frame=None) -> None:
         self._stop = True

@@ -75,6 +75,13 @@ class DaemonCollector:
                 family.add_metric([topic], getattr(counts, attr))
             yield family
         yield CounterMetricFamily("archiver_rebalances", "Partition assignment changes", value=d.rebalances)
+        from archiver.store import REQUESTS
+
+        requests = CounterMetricFamily("archiver_store_requests", "Object store (S3) requests, by operation",
+                                       labels=["op"])
+        for op, n in sorted(REQUESTS.snapshot().items()):
+            requests.add_metric([op], n)
+        yield requests
         outages = CounterMetricFamily("archiver_outages", "Outages of a dependency that paused a partition",
                                       labels=["dependency"])
         waiting = GaugeMetricFamily("archiver_waiting_partitions", "Partitions paused, by the dependency they wait for",

@@ -33,16 +33,20 @@ from archiver.store import open_store
 ARCHIVER = str(Path(sys.executable).parent / "archiver")
 
 
-def produce(topic: str, records: int, partitions: int, end_ms: int | None = None) -> int:
-    """Produce `records` distinct demo events, in time order, over the 3 hours before `end_ms`
-    (default: now); returns raw Avro bytes. Every event is new: repeating a pool of events would
-    let Parquet compress the repeats, and flatter the archive size."""
+def produce(topic: str, records: int, partitions: int, end_ms: int | None = None, span_ms: int = 3 * 3600_000,
+            shuffled: bool = False) -> int:
+    """Produce `records` distinct demo events, in time order, over the `span_ms` (3 hours) before
+    `end_ms` (default: now); returns raw Avro bytes. Every event is new: repeating a pool of events
+    would let Parquet compress the repeats, and flatter the archive size. `shuffled`: record
+    timestamps drawn at random from the span instead (late and early data in every batch)."""
+    import random
     kafka = KafkaSettings.from_env()
     with Registry(RegistrySettings.from_env()) as registry:
         source_kafka.ensure_topic(kafka, topic, partitions)
         schema_id = registry.register(f"{topic}-value", demo.SCHEMA)
-    span = 3 * 3600_000
+    span = span_ms
     start = (end_ms or int(time.time() * 1000)) - span
+    rng = random.Random(11)
     producer = source_kafka.producer(kafka, **{"linger.ms": 50, "batch.size": 1_000_000,
                                                "queue.buffering.max.messages": 2_000_000})
     raw = 0
@@ -50,7 +54,8 @@ def produce(topic: str, records: int, partitions: int, end_ms: int | None = None
         value = demo.encode(event.value, schema_id)
         while True:
             try:
-                producer.produce(topic, value, event.key, headers=event.headers, timestamp=event.timestamp_ms)
+                producer.produce(topic, value, event.key, headers=event.headers,
+                                 timestamp=start + rng.randrange(span) if shuffled else event.timestamp_ms)
                 break
             except BufferError:
                 producer.poll(0.05)

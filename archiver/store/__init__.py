@@ -6,11 +6,33 @@ Keys are relative to the archive root given by the archive URL (`s3://bucket/pre
 
 from __future__ import annotations
 
+import collections
+import threading
 from collections.abc import Iterator
 from typing import Protocol
 from urllib.parse import urlparse
 
 from archiver.errors import ConfigError
+
+
+class Requests:
+    """Requests this process made to object stores, by operation (put, get, list, delete): what
+    S3 bills per request, for the run summary, /metrics and the benchmarks."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: collections.Counter = collections.Counter()
+
+    def add(self, op: str) -> None:
+        with self._lock:
+            self._counts[op] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+REQUESTS = Requests()
 
 
 class ObjectStore(Protocol):

@@ -15,6 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.handlers import set_list_objects_encoding_type_url
 
 from archiver.errors import NotFound, PreconditionFailed, TerminalError, TransientError
+from archiver.store import REQUESTS
 
 _TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500",
                     "ConditionalRequestConflict", "RequestTimeTooSkewed", "Throttling"}
@@ -59,6 +60,7 @@ class S3Store:
         start = len(self.prefix)
         try:
             for page in pages:
+                REQUESTS.add("list")
                 for obj in page.get("Contents", ()):
                     yield obj["Key"][start:], obj["Size"]
         except (ClientError, BotoCoreError) as e:
@@ -68,6 +70,7 @@ class S3Store:
         self._call("delete", key, self._client.delete_object, Bucket=self.bucket, Key=self.prefix + key)
 
     def _call(self, op: str, key: str, fn, **kwargs):
+        REQUESTS.add(op)
         try:
             return fn(**kwargs)
         except (ClientError, BotoCoreError) as e:

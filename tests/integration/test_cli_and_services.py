@@ -29,14 +29,15 @@ def test_missing_bootstrap_servers_is_one_line_and_exit_2():
 
 def test_demo_command_produces_archives_and_shows_the_archive(services, unique):
     env = os.environ | services.env | {"ARCHIVER_ARCHIVE_URL": f"s3://{services.bucket}/{unique}"}
-    result = subprocess.run([ARCHIVER, "demo", "--topic", unique, "--count", "200", "--partitions", "2"],
+    result = subprocess.run([ARCHIVER, "demo", "--topic", unique, "--count", "600", "--partitions", "3"],
                             capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    assert "archiver run --once: 200 records in" in result.stdout
-    assert f"now holds 200 records of {unique!r}" in result.stdout
+    assert "archiver run --once: 600 records in" in result.stdout
+    assert f"now holds 600 records of {unique!r}" in result.stdout
     assert f"--to-topic {unique}-replay: " in result.stdout and "records re-published" in result.stdout
-    assert "6. archiver query" in result.stdout and "pruned the rest" in result.stdout
-    assert f"7. archiver verify --topics {unique}: " in result.stdout and "0 problem(s)" in result.stdout
+    assert "6. archiver compact --closed-after 0s: " in result.stdout and "1 per closed directory" in result.stdout
+    assert "7. archiver query" in result.stdout and "pruned the rest" in result.stdout
+    assert f"8. archiver verify --topics {unique}: " in result.stdout and "0 problem(s)" in result.stdout
     assert "CREATE EXTERNAL TABLE" in result.stdout and "'projection.enabled'='true'" in result.stdout
 
 
