@@ -362,6 +362,7 @@ def _verify_topic(archive: Archive, topic: str, report: Report, quick: bool,
     in_flight = _intent_files(archive.store, topic)
     referenced: set[str] = set()
     recorded, reference = layouts.read(archive.store, topic), []
+    objects: set[str] = set()  # a file merged across partitions is named by each of them
     report.topics += 1
     for partition in archive.partitions(topic):
         entries, live = read_ledger(archive, topic, partition)
@@ -369,7 +370,8 @@ def _verify_topic(archive: Archive, topic: str, report: Report, quick: bool,
         files = [f for e in live for f in sorted(e.files, key=lambda f: (f.first_offset, f.key))]
         report.partitions += 1
         report.entries += len(live)
-        report.files += len(files)
+        report.files += len({f.key for f in files} - objects)
+        objects.update(f.key for f in files)
         report.rows += sum(f.rows for f in files)
         report.bytes += sum(f.own_bytes for f in files)
         report.problems += check_entries(topic, partition, live)
