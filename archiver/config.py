@@ -297,8 +297,10 @@ class RunSettings:
     decoder: Decoder = Decoder.AUTO
     """auto (batch-native decoder where it supports the schema, fastavro otherwise) or reference
     (always the per-record fastavro decoder)."""
-    compact_interval_s: Seconds = 0.0
-    """`run` compacts the partitions it owns this often, in a background thread; 0 disables."""
+    compact_interval_s: Seconds = 3600.0
+    """`run` compacts the partitions it owns this often, in a background thread (merging closed
+    directories across them); 0 disables. Hourly: an hour's directories become one file each about
+    an hour after they close (`compact_closed_after_s`), at one pass over each byte."""
     compact_target_bytes: Bytes = 128 * 1024 * 1024
     """Size merged files grow to (`run` and `compact --target-size`)."""
     compact_closed_after_s: Seconds = 3600.0

@@ -130,7 +130,7 @@ def test_compaction_killed_at_random_moments_leaves_a_valid_archive(kafka, regis
     rng = random.Random(5)
     duration, killed = None, 0
     for trial in range(6):  # each trial adds small files to the same closed hours, then compacts
-        archive_in_rounds(kafka, registry, archive_env, topic, rounds=1, records=300)
+        archive_in_rounds(kafka, registry, archive_env, topic, rounds=1, records=300, partitions=3)
         started = time.monotonic()
         proc = subprocess.Popen([ARCHIVER, "compact", "--closed-after", "0", "--grace", "0", "--topics", topic],
                                 env=archive_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -147,6 +147,7 @@ def test_compaction_killed_at_random_moments_leaves_a_valid_archive(kafka, regis
     assert killed >= 3
 
     compact(archive_env, "--topics", topic, "--grace", "0", "--stale-after", "0")
+    assert any(f.partitions for p in (0, 1, 2) for f in archive.files(topic, p))  # merged across partitions
 
     assert_valid(archive, topic, source_offsets(kafka, topic))
     assert data_objects(archive, topic) == live_keys(archive, topic)  # crashed uploads removed
@@ -155,11 +156,13 @@ def test_compaction_killed_at_random_moments_leaves_a_valid_archive(kafka, regis
 
 def test_a_compacted_archive_replays_byte_for_byte(kafka, registry, archive_env, unique):
     topic, target = f"{unique}-src", f"{unique}-dst"
-    archive_in_rounds(kafka, registry, archive_env, topic, rounds=3)
+    archive_in_rounds(kafka, registry, archive_env, topic, rounds=3, partitions=3)
     compact(archive_env, "--topics", topic, "--grace", "0", "--sort-by", "key")
-    assert audit.verify(Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"])), [topic]).problems == []
+    archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
+    assert audit.verify(archive, [topic]).problems == []
+    assert any(f.partitions for f in archive.files(topic, 0))  # merged across partitions
 
-    source_kafka.ensure_topic(kafka, target, 2)
+    source_kafka.ensure_topic(kafka, target, 3)
     replay(archive_env, "--topic", topic, "--to-topic", target)
 
     source = sorted(fingerprint(m) + (m.offset(),) for m in source_kafka.read_to_end(kafka, topic))
