@@ -509,8 +509,7 @@ class _Uploads:
 
     def discard(self) -> None:
         """Delete the uploads and the intent (the compaction lost, or never took effect)."""
-        for key in self.keys:
-            self.store.delete(key)
+        self.store.delete_many(self.keys)
         self.store.delete(self.intent)
 
 
@@ -565,8 +564,7 @@ def _remove_stale(ledger: PartitionLedger, settings: CompactSettings, now: float
         if ledger.holds(seq, epoch, "compaction", body["files"]):
             ledger.store.delete(key)
         elif now - body.get("updated_at", body.get("started_at", 0)) >= settings.stale_after_s:
-            for name in body["files"]:
-                ledger.store.delete(name)
+            ledger.store.delete_many(body["files"])
             ledger.store.delete(key)
             removed += len(body["files"])
             logger.info("removed %d file(s) of an unfinished compaction of %s[%d] (seq %d)",
@@ -622,8 +620,7 @@ def _collect_garbage(ledger: PartitionLedger, settings: CompactSettings, now: fl
                     continue
                 doomed += [f.key for f in replaced.files if unused(f)]
         through = entry.seq
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(store.delete, dict.fromkeys(doomed)))
+    store.delete_many(list(dict.fromkeys(doomed)))
     if through != collected_through:
         store.put(marker, json.dumps({"through": through}).encode())
     return len(set(doomed))

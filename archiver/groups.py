@@ -245,8 +245,7 @@ def remove_stale(store: ObjectStore, topic: str, settings: compact.CompactSettin
                 continue  # still running, as far as anyone can tell
             outcome = decisions.decide(group, ABORTED, body.get("members", []))
         if outcome == ABORTED:
-            for name in body["files"]:
-                store.delete(name)
+            store.delete_many(body["files"])
             removed += len(body["files"])
             logger.info("removed %d file(s) of an unfinished merge of %s across partitions (group %s)",
                         len(body["files"]), topic, group)

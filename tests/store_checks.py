@@ -41,3 +41,13 @@ class Counting:
 
     def __getattr__(self, name):
         return getattr(self.store, name)
+
+
+def delete_many_check(store, count: int = 1_005) -> None:
+    """`delete_many` removes every key given, over more than one batch of S3's 1,000, ignores
+    missing ones and leaves the others."""
+    keys = [f"topic=t/many/{i:05d}.parquet" for i in range(count)]
+    for key in keys + ["topic=t/keep.parquet"]:
+        store.put(key, b"x")
+    store.delete_many(keys + ["topic=t/never-written.parquet"])
+    assert list(store.list("topic=t/")) == ["topic=t/keep.parquet"]

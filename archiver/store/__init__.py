@@ -63,6 +63,9 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove `key`; deleting a missing key is not an error."""
 
+    def delete_many(self, keys: list[str]) -> None:
+        """Remove every key (missing ones are not an error), in as few requests as the store allows."""
+
 
 def open_store(url: str) -> ObjectStore:
     """The store for an archive URL: `s3://bucket[/prefix]` or `file:///path`."""

@@ -69,6 +69,21 @@ class S3Store:
     def delete(self, key: str) -> None:
         self._call("delete", key, self._client.delete_object, Bucket=self.bucket, Key=self.prefix + key)
 
+    def delete_many(self, keys: list[str]) -> None:
+        """DeleteObjects, 1,000 keys a request (one request instead of one per file)."""
+        for i in range(0, len(keys), 1000):
+            batch = keys[i:i + 1000]
+            response = self._call("delete_many", batch[0], self._client.delete_objects, Bucket=self.bucket,
+                                  Delete={"Objects": [{"Key": self.prefix + k} for k in batch], "Quiet": True})
+            errors = [e for e in response.get("Errors", ()) if e.get("Code") not in _NOT_FOUND_CODES]
+            if errors:
+                first = errors[0]
+                message = (f"delete {self.url}{first.get('Key', '')[len(self.prefix):]}: {first.get('Code')} "
+                           f"{first.get('Message', '')} ({len(errors)} of {len(batch)} keys not deleted)")
+                if first.get("Code") in _TRANSIENT_CODES:
+                    raise TransientError(message)
+                raise TerminalError(message)
+
     def _call(self, op: str, key: str, fn, **kwargs):
         REQUESTS.add(op)
         try:

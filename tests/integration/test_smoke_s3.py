@@ -4,7 +4,7 @@ import pytest
 
 from archiver.errors import NotFound, PreconditionFailed
 from archiver.store import open_store
-from tests.store_checks import conditional_put_race
+from tests.store_checks import conditional_put_race, delete_many_check
 
 
 @pytest.fixture
@@ -52,3 +52,7 @@ def test_listings_of_more_than_a_page_and_after_a_key(store):
     assert list(store.list(prefix, start_after=keys[999])) == keys[1000:]
     assert list(store.list_sizes(prefix, start_after=keys[-2])) == [(keys[-1], 2)]
     assert list(store.list(prefix, start_after=keys[-1])) == []
+
+
+def test_delete_many_deletes_in_batches(store):
+    delete_many_check(store)

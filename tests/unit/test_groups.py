@@ -237,6 +237,10 @@ class Dying:
         self._write()
         return self.store.delete(key)
 
+    def delete_many(self, keys):
+        for key in keys:  # one request, but a crash may come between any two of its deletions
+            self.delete(key)
+
     def __getattr__(self, name):
         return getattr(self.store, name)
 

@@ -2,7 +2,7 @@ import pytest
 
 from archiver.errors import ConfigError, NotFound
 from archiver.store import open_store
-from tests.store_checks import conditional_put_race
+from tests.store_checks import conditional_put_race, delete_many_check
 
 
 def test_put_get_list_delete(tmp_path):
@@ -36,3 +36,7 @@ def test_keys_cannot_escape_the_root(tmp_path):
 def test_unknown_url_scheme_is_named():
     with pytest.raises(ConfigError, match="expected s3://bucket/prefix or file:///path"):
         open_store("gs://bucket/x")
+
+
+def test_delete_many_deletes_every_key_given(tmp_path):
+    delete_many_check(open_store(f"file://{tmp_path}"), count=20)
