@@ -82,13 +82,10 @@ class CompactSettings:
             raise ConfigError("target_bytes and row_group_bytes must be positive")
 
 
-@dataclass
-class PartitionReport:
-    """What compaction did to one topic-partition."""
+@dataclass(kw_only=True)
+class Counts:
+    """What a compaction did (keyword-only fields, after those of each report)."""
 
-    topic: str
-    partition: int
-    seq: int | None = None
     directories: int = 0
     files_in: int = 0
     bytes_in: int = 0
@@ -100,8 +97,16 @@ class PartitionReport:
     seconds: float = 0.0
 
 
-COUNTS = ("directories", "files_in", "bytes_in", "files_out", "bytes_out", "replaced_entries", "deleted_files",
-          "removed_stale")
+COUNTS = tuple(f.name for f in dataclasses.fields(Counts) if f.name != "seconds")
+
+
+@dataclass
+class PartitionReport(Counts):
+    """What compaction did to one topic-partition."""
+
+    topic: str
+    partition: int
+    seq: int | None = None
 
 
 @dataclass

@@ -65,22 +65,13 @@ class Member:
 
 
 @dataclass
-class GroupReport:
+class GroupReport(compact.Counts):
     """What one compaction across partitions did."""
 
     topic: str
     group: str = ""
     members: list[int] = field(default_factory=list)
     outcome: str | None = None  # committed, aborted (lost a race), None (dry run)
-    directories: int = 0
-    files_in: int = 0
-    bytes_in: int = 0
-    files_out: int = 0
-    bytes_out: int = 0
-    replaced_entries: int = 0
-    deleted_files: int = 0
-    removed_stale: int = 0
-    seconds: float = 0.0
 
 
 def plan(views: dict[int, LedgerView], settings: compact.CompactSettings, now: float) -> list[Member]:
