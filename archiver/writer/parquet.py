@@ -113,12 +113,23 @@ def as_written(data: pa.Table | pa.RecordBatch, written: pa.Schema | None) -> pa
 
 def read_table(data: bytes, row_groups: list[int] | None = None) -> pa.Table:
     """An archived file (or its `row_groups` only), with the types it was written with."""
-    table = pq.read_table(io.BytesIO(data))  # (ParquetFile.read mangles lists of null)
-    metadata = pq.read_metadata(io.BytesIO(data))
+    file = pq.ParquetFile(io.BytesIO(data))
+    metadata = file.metadata
+    if _holds_null_type(file.schema_arrow):
+        table = pq.read_table(io.BytesIO(data))  # ParquetFile.read mangles lists of null
+    else:
+        table = file.read()  # half the CPU of read_table (no dataset layer): small files add up
     if row_groups is not None:
         start, length = row_range(metadata, row_groups)
         table = table.slice(start, length)
     return as_written(table, written_schema(metadata.metadata))
+
+
+def _holds_null_type(schema: pa.Schema) -> bool:
+    def null(t: pa.DataType) -> bool:
+        return pa.types.is_null(t) or any(null(t.field(i).type) for i in range(t.num_fields))
+
+    return any(null(f.type) for f in schema)
 
 
 def row_range(metadata: pq.FileMetaData, row_groups: list[int]) -> tuple[int, int]:
