@@ -160,7 +160,15 @@ def micros_fit(table: pa.Table) -> bool:
             return fits(array.flatten())
         return True
 
-    return all(fits(chunk) for column in table.columns for chunk in column.chunks)
+    return all(fits(chunk) for column in table.columns if _holds_millis(column.type) for chunk in column.chunks)
+
+
+@functools.lru_cache(maxsize=1024)
+def _holds_millis(t: pa.DataType) -> bool:
+    """Whether a type is, or nests, a millisecond timestamp (most columns are not: skip them)."""
+    if pa.types.is_timestamp(t):
+        return t.unit == "ms"
+    return any(_holds_millis(t.field(i).type) for i in range(t.num_fields))
 
 
 _UNIQUE_COLUMNS = frozenset({"_kafka_offset", "_kafka_timestamp"})
