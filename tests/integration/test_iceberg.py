@@ -261,7 +261,10 @@ def test_readers_never_see_a_duplicate_while_a_publishing_daemon_is_killed(servi
     config = write_config(tmp_path, max_records=500, interval_s=0.5)
     env = os.environ | services.env | {"ARCHIVER_ARCHIVE_URL": f"s3://{services.bucket}/{unique}",
                                        "ARCHIVER_GROUP_ID": f"archiver-{unique}", "ARCHIVER_CONFIG": config,
-                                       "ARCHIVER_PUBLISH_INTERVAL_S": "1", "ARCHIVER_GROUP_INSTANCE_ID": "kill-test"}
+                                       "ARCHIVER_PUBLISH_INTERVAL_S": "1", "ARCHIVER_GROUP_INSTANCE_ID": "kill-test",
+                                       # and merging the closed hour across partitions, killed midway too
+                                       "ARCHIVER_COMPACT_INTERVAL_S": "1", "ARCHIVER_COMPACT_CLOSED_AFTER_S": "0",
+                                       "ARCHIVER_COMPACT_GRACE_S": "0"}
     produced = 0
     seen_counts = []
     for trial in range(5):
@@ -281,6 +284,11 @@ def test_readers_never_see_a_duplicate_while_a_publishing_daemon_is_killed(servi
             seen_counts.append(rows)
     done = archiver(env, "run", "--once", "--topics", unique)
     assert done.returncode == 0, done.stderr[-3000:]
+    merged = archiver(env, "compact", "--topics", unique, "--closed-after", "0s", "--grace", "0s",
+                      "--stale-after", "0s")  # finish what a killed daemon left
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    archive = Archive(open_store(env["ARCHIVER_ARCHIVE_URL"]))
+    assert any(f.partitions for p in range(3) for f in archive.files(unique, p)), "merged across partitions"
     tbl = table(env, unique)
     assert duckdb_counts(env, tbl.metadata_location) == (produced, produced)
     assert spark_counts(spark, unique)[:2] == (produced, produced)
