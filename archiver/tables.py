@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 POSITIONS = "archiver.ledger"
 """Snapshot summary property: the ledger seq each partition's entries are published up to (JSON)."""
 TOPIC_PROPERTY = "archiver.topic"
+ARCHIVE_PROPERTY = "archiver.archive"
 EXPIRE_BATCH = 100
 """Publishing expires snapshots older than the retention once this many have accumulated."""
 OWN_PROPERTIES = {
@@ -163,6 +164,10 @@ class Publisher:
         if owner is not None and owner != topic:
             raise ConfigError(f"table {self.identifier(topic)} holds topic {owner!r}, not {topic!r} "
                               "(two topic names map to one table name): set another [catalog] namespace")
+        archive = table.properties.get(ARCHIVE_PROPERTY)
+        if archive is not None and archive != self.url:
+            raise ConfigError(f"table {self.identifier(topic)} holds the archive at {archive}, not {self.url} "
+                              "(its ledger positions are another archive's): set another [catalog] namespace")
         return table
 
     def publish(self, topic: str) -> Published:
@@ -337,7 +342,7 @@ class Publisher:
         except NamespaceAlreadyExistsError:
             pass
         properties = {"format-version": "2", "gc.enabled": "false", TOPIC_PROPERTY: topic, **OWN_PROPERTIES,
-                      "archiver.archive": self.url,
+                      ARCHIVE_PROPERTY: self.url,
                       TableProperties.DEFAULT_NAME_MAPPING: iceberg.name_mapping.model_dump_json()}
         location = _absolute(self.url, f"_iceberg/{table_name(topic)}")
         try:

@@ -43,8 +43,9 @@ def timed(args: list[str], env: dict) -> tuple[str, float, float, float]:
 
 def one_run(topic: str, config: str, sort_by: str, raw: int, records: int) -> dict:
     bucket = os.environ["ARCHIVER_ARCHIVE_URL"].removeprefix("s3://").split("/")[0]
-    env = os.environ | {"ARCHIVER_ARCHIVE_URL": f"s3://{bucket}/bench-compact/{uuid.uuid4().hex[:8]}",
-                        "ARCHIVER_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}", "ARCHIVER_CONFIG": config}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_CATALOG_")} | {  # a new archive a run
+        "ARCHIVER_ARCHIVE_URL": f"s3://{bucket}/bench-compact/{uuid.uuid4().hex[:8]}",
+        "ARCHIVER_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}", "ARCHIVER_CONFIG": config}
     timed(["run", "--once", "--topics", topic], env)
     out, wall, cpu, rss = timed(["compact", "--topics", topic, "--closed-after", "0", "--grace", "0",
                                  "--sort-by", sort_by], env)

@@ -71,8 +71,9 @@ def objects(url: str, topic: str) -> tuple[int, int]:
 def one_run(topic: str, config: str, raw: int, records: int, compact: bool = True) -> dict:
     bucket = os.environ["ARCHIVER_ARCHIVE_URL"].removeprefix("s3://").split("/")[0]
     url = f"s3://{bucket}/bench-files/{uuid.uuid4().hex[:8]}"
-    env = os.environ | {"ARCHIVER_ARCHIVE_URL": url, "ARCHIVER_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-                        "ARCHIVER_CONFIG": config}
+    # no Iceberg catalog: each run is a new archive of the same topic, and the peer publishes no table
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_CATALOG_")} | {
+        "ARCHIVER_ARCHIVE_URL": url, "ARCHIVER_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}", "ARCHIVER_CONFIG": config}
     out, wall, cpu = timed(["run", "--once", "--topics", topic, "--format", "json"], env)
     summary = json.loads(out.splitlines()[-1])
     files, size = objects(url, topic)

@@ -70,8 +70,9 @@ def archive_once(topic: str, config: str, decoder: str) -> dict:
     prefix = f"bench/{uuid.uuid4().hex[:8]}"
     bucket = os.environ["ARCHIVER_ARCHIVE_URL"].removeprefix("s3://").split("/")[0]
     url = f"s3://{bucket}/{prefix}"
-    env = os.environ | {"ARCHIVER_ARCHIVE_URL": url, "ARCHIVER_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-                        "ARCHIVER_CONFIG": config, "ARCHIVER_DECODER": decoder}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_CATALOG_")} | {  # a new archive a run
+        "ARCHIVER_ARCHIVE_URL": url, "ARCHIVER_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+        "ARCHIVER_CONFIG": config, "ARCHIVER_DECODER": decoder}
     started = time.monotonic()
     proc = subprocess.Popen([ARCHIVER, "run", "--once", "--topics", topic], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

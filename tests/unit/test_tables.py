@@ -165,3 +165,16 @@ def test_appends_merge_manifests_so_planning_reads_a_bounded_number(store, catal
     table = pub.load("t")
     assert len(table.current_snapshot().manifests(table.io)) < 3  # one per commit would be 7
     assert offsets_of(table) == collections.Counter({(0, o): 1 for o in range(35)})
+
+
+def test_a_table_of_another_archive_is_refused_with_one_line(tmp_path, catalog):
+    from archiver.archive import Archive
+    from archiver.errors import ConfigError
+
+    first, second = (open_store(f"file://{tmp_path}/{name}") for name in ("first", "second"))
+    for store in (first, second):
+        archive_with(store, TopicSettings(), messages(10))
+    Publisher(Archive(first), catalog, CatalogSettings()).publish("t")
+    with pytest.raises(ConfigError, match=r"^table archiver\.t holds the archive at file://.*/first/, not "
+                                          r"file://.*/second/ .*set another \[catalog\] namespace$"):
+        Publisher(Archive(second), catalog, CatalogSettings()).publish("t")
