@@ -9,7 +9,8 @@ so replay, verify and `query` still read partition P's rows and nothing else.
 
 One merge touches several ledgers, so it commits in two phases through one decision object:
 
-    intent   = _intents/topic=T/groups/<group>.json: members, uploads (rewritten before each upload)
+    intent   = _intents/topic=T/groups/<group>.json: members, directories (uploads are named
+               <dir>/...-g<group>.parquet, so a cleaner finds them; rewritten every 30 s)
     upload     the merged files
     prepare    in each member's ledger (in partition order), a compaction entry with `group`,
                put with If-None-Match: * at head + 1 exactly as a compaction of one partition; a
@@ -20,7 +21,7 @@ One merge touches several ledgers, so it commits in two phases through one decis
 A group entry is in force only once its decision says committed, and readers look the decision up
 (`ledger.Decisions`): every member's ledger flips at the same instant, the one conditional PUT of
 the decision. A crash before it leaves prepared entries that no reader applies; once the intent
-is `stale_after_s` old, a cleaner decides aborted (If-None-Match: * again, so a slow compactor and
+is `stale_after_s` old (a running merge rewrites it every 30 s), a cleaner decides aborted (If-None-Match: * again, so a slow compactor and
 the cleaner cannot both win) and deletes the uploads. Checkpoints fold in decided groups only, and
 the Iceberg publisher commits a group's members in one table commit, once the decision says
 committed and it has read every member's entry (see `tables.Publisher.changes`).
@@ -138,6 +139,10 @@ def compact_across(store: ObjectStore, topic: str, partitions: Iterable[int], se
     return report
 
 
+HEARTBEAT_S = 30.0
+"""A running merge rewrites its intent this often (its uploads are found by name, see `uploads_of`)."""
+
+
 class _Merge:
     """One merge across partitions: upload under the group's intent, prepare, decide."""
 
@@ -146,8 +151,9 @@ class _Merge:
         self.store, self.topic, self.members, self.settings, self.now = store, topic, members, settings, now
         self.group = secrets.token_hex(8)
         self.partitions = [m.partition for m in members]
+        directories = sorted({d for m in members for d in m.merge})
         self.uploads = compact._Uploads(store, layout.group_intent_key(topic, self.group), settings, now,
-                                        members=self.partitions)
+                                        heartbeat_s=HEARTBEAT_S, members=self.partitions, directories=directories)
         self.decisions = Decisions(store, topic)
 
     def execute(self) -> tuple[str, dict[str, int]]:
@@ -236,9 +242,20 @@ def remove_stale(store: ObjectStore, topic: str, settings: compact.CompactSettin
                 continue  # still running, as far as anyone can tell
             outcome = decisions.decide(group, ABORTED, body.get("members", []))
         if outcome == ABORTED:
-            store.delete_many(body["files"])
-            removed += len(body["files"])
+            doomed = uploads_of(store, topic, group, body)
+            store.delete_many(doomed)
+            removed += len(doomed)
             logger.info("removed %d file(s) of an unfinished merge of %s across partitions (group %s)",
-                        len(body["files"]), topic, group)
+                        len(doomed), topic, group)
         store.delete(key)
     return removed
+
+
+def uploads_of(store: ObjectStore, topic: str, group: str, intent: dict) -> list[str]:
+    """Every file a merge uploaded: those its intent names, and those in its directories that
+    carry its group id (uploaded after the intent's last rewrite)."""
+    found = set(intent.get("files", []))
+    suffix = f"-g{group}.parquet"
+    for directory in intent.get("directories", []):
+        found.update(k for k in store.list(f"topic={topic}/{directory}/") if k.endswith(suffix))
+    return sorted(found)
