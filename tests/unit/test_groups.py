@@ -4,6 +4,7 @@ decision object, and a crash at every step of it."""
 from __future__ import annotations
 
 import collections
+import json
 import math
 
 import pytest
@@ -306,6 +307,8 @@ def test_a_stale_undecided_merge_is_aborted_by_the_next_run_and_its_uploads_remo
     several(store)
     archive = Archive(store)
     merge = prepared_only(store)
+    intent = json.loads(store.get(layout.group_intent_key("t", merge.group)))
+    assert intent["files"] == [] and len(intent["directories"]) == 2  # uploads are found by their group id
     settings = compact.CompactSettings(grace_s=0, stale_after_s=600)
     young = compact.compact(archive, settings=settings, now=lambda: LATER + 10)
     assert not young.groups and Decisions(store, "t").outcome(merge.group) is None  # still running, maybe
