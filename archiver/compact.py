@@ -1,9 +1,10 @@
 """Compaction: merge the small files of closed time partitions into large ones, through the ledger.
 
 The sink writes one file per Kafka partition, output partition and commit, so a busy hour ends
-up as many small files. Compaction rewrites them per (Kafka partition, directory) into files near
-a target size, ordered by offset (or by key within each row group), and swaps them in with one
-ledger entry:
+up as many small files. `compact` first merges each closed directory across the Kafka partitions
+(`archiver.groups`), then what is left per partition: this module. Per partition, compaction
+rewrites the files per directory into files near a target size, ordered by offset (or by key
+within each row group), and swaps them in with one ledger entry:
 
     run      = the contiguous run of live entries, from the first to the last that holds a small
                file of a closed directory
@@ -193,7 +194,7 @@ def compact_partition(store: ObjectStore, topic: str, partition: int, settings: 
     if not dry_run:
         report.removed_stale = _remove_stale(ledger, settings, now())
     view = ledger.view()
-    plan = None if view.undecided else _plan(view.live, settings, now())  # a merge across partitions is deciding
+    plan = None if view.undecided else plan_run(view.live, settings, now())  # a merge across partitions is deciding
     if plan is not None:
         run, merge = plan
         report.directories = len(merge)
@@ -234,7 +235,7 @@ def time_partition_end(directories: str) -> float | None:
     return start + 3600 if minute is None else start + int(minute) * 60 + 60
 
 
-def _plan(live: list[Entry], settings: CompactSettings, now: float, shared: bool = False
+def plan_run(live: list[Entry], settings: CompactSettings, now: float, shared: bool = False
           ) -> tuple[list[Entry], dict[str, list[FileEntry]]] | None:
     """The run of live entries to replace and, per directory, the files to merge.
 
@@ -309,7 +310,7 @@ class _Compaction:
         self.settings, self.now = settings, now
         self.seq = head.seq + 1
         intent = layout.intent_key(ledger.topic, ledger.partition, self.seq, head.epoch, "compaction")
-        self.uploads = _Uploads(store, intent, settings, now)
+        self.uploads = Uploads(store, intent, settings, now)
 
     def execute(self) -> tuple[Entry | None, list[FileEntry]]:
         """The committed entry and the merged files (None, [] if another compaction won)."""
@@ -478,7 +479,7 @@ def _row_groups_by_partition(data: bytes) -> dict[int, tuple[list[int], int]]:
     return out
 
 
-class _Uploads:
+class Uploads:
     """Uploads named by an intent first, a few in flight at once.
 
     By default the intent is rewritten before each upload with every key so far (which also shows

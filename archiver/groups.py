@@ -89,7 +89,7 @@ def plan(views: dict[int, LedgerView], settings: compact.CompactSettings, now: f
     for partition, view in sorted(views.items()):
         if view.head is None or view.undecided:
             continue
-        found = compact._plan(view.live, loose, now, shared=True)
+        found = compact.plan_run(view.live, loose, now, shared=True)
         if found is not None:
             candidates[partition] = found
     holders: dict[str, set[int]] = collections.defaultdict(set)
@@ -152,7 +152,7 @@ class _Merge:
         self.group = secrets.token_hex(8)
         self.partitions = [m.partition for m in members]
         directories = sorted({d for m in members for d in m.merge})
-        self.uploads = compact._Uploads(store, layout.group_intent_key(topic, self.group), settings, now,
+        self.uploads = compact.Uploads(store, layout.group_intent_key(topic, self.group), settings, now,
                                         heartbeat_s=HEARTBEAT_S, members=self.partitions, directories=directories)
         self.decisions = Decisions(store, topic)
 
