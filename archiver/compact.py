@@ -33,6 +33,7 @@ import io
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -309,6 +310,8 @@ class _Compaction:
         self.store, self.ledger, self.head, self.run, self.merge = store, ledger, head, run, merge
         self.settings, self.now = settings, now
         self.seq = head.seq + 1
+        # in its file names: a compaction that planned the same seq and lost deletes only its own
+        self.run_id = secrets.token_hex(8)
         intent = layout.intent_key(ledger.topic, ledger.partition, self.seq, head.epoch, "compaction")
         self.uploads = Uploads(store, intent, settings, now)
 
@@ -357,7 +360,7 @@ class _Compaction:
     def _merge_directory(self, directories: str, files: list[FileEntry]) -> list[dict[int, FileEntry]]:
         def name(partition: int, f: FileEntry) -> str:
             return layout.DataKey(self.ledger.topic, partition, f.first_offset, self.head.epoch, directories,
-                                  compaction=self.seq).format()
+                                  compaction=self.seq, group=self.run_id).format()
 
         return merge_files(self.store, [(self.ledger.partition, f) for f in files], self.settings, name,
                            self.uploads.upload)

@@ -95,7 +95,9 @@ class DataKey:
     epoch: int
     directories: str  # e.g. "dt=2026-11-24/hour=21/key_bucket=07"
     compaction: int | None = None  # the compaction's ledger seq
-    group: str | None = None  # a compaction across partitions: its group id (partition and offset: its first row's)
+    group: str | None = None
+    """A compaction's random id: two compactions that planned the same seq never name a file alike.
+    A merge across partitions: its group id (partition and offset are those of its first row)."""
 
     def format(self) -> str:
         suffix = "" if self.compaction is None else f"-c{self.compaction:020d}"

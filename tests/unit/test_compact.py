@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import pyarrow as pa
 import pytest
@@ -286,3 +287,21 @@ def test_a_compaction_that_keeps_its_intent_fresh_is_not_taken_for_a_crashed_one
     settings = compact.CompactSettings(stale_after_s=3600, min_files=99)
     compact.compact(Archive(store), settings=settings, now=lambda: 5000.0 + 60)  # started long ago, updated now
     assert store.get(running) == b"uploading"
+
+
+def test_a_compaction_that_lost_to_one_planned_at_the_same_seq_deletes_only_its_own_files(store):
+    ledger = archived(store)
+    archive = Archive(store)
+    before = rows(archive)
+    view = ledger.view()
+    settings = compact.CompactSettings(grace_s=3600)
+    run, merge = compact.plan_run(view.live, settings, T0 / 1000 + 10 * 86_400)
+    first = compact._Compaction(store, ledger, view.head, run, merge, settings, time.time)
+    second = compact._Compaction(store, ledger, view.head, run, merge, settings, time.time)  # e.g. CLI and daemon
+
+    assert first.execute()[0] is not None
+    assert second.execute() == (None, [])  # its run was replaced: it discards its uploads
+
+    assert rows(archive) == before  # the winner's files, same seq and offsets, are intact
+    for f in archive.files("t"):
+        assert store.get(f.key)
