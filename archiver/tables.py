@@ -181,6 +181,9 @@ class Publisher:
             return self._publish(topic)
         except (ArchiverError, KeyboardInterrupt):
             raise
+        except FileNotFoundError as e:  # not an outage: waiting will not bring the file back
+            raise TerminalError(f"{self.identifier(topic)}: a file of the table is missing from its storage "
+                                f"(deleted under the catalog?): {_first_line(e)}") from None
         except Exception as e:
             if _is_outage(e):
                 raise TransientError(f"{self.identifier(topic)}: the catalog is unavailable: "

@@ -178,3 +178,18 @@ def test_a_table_of_another_archive_is_refused_with_one_line(tmp_path, catalog):
     with pytest.raises(ConfigError, match=r"^table archiver\.t holds the archive at file://.*/first/, not "
                                           r"file://.*/second/ .*set another \[catalog\] namespace$"):
         Publisher(Archive(second), catalog, CatalogSettings()).publish("t")
+
+
+def test_a_table_whose_metadata_was_deleted_is_a_terminal_error_not_an_outage(store, catalog):
+    import pathlib
+
+    from archiver.archive import Archive
+    from archiver.errors import TerminalError
+
+    archive = archive_with(store, TopicSettings(), messages(10))
+    pub = Publisher(Archive(store), catalog, CatalogSettings())
+    pub.publish("t")
+    location = pub.load("t").metadata_location
+    pathlib.Path(location.removeprefix("file://")).unlink()
+    with pytest.raises(TerminalError, match=r"^archiver\.t: a file of the table is missing from its storage"):
+        Publisher(archive, catalog, CatalogSettings()).publish("t")
