@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from archiver.store import REQUESTS
+
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
@@ -75,8 +77,6 @@ class DaemonCollector:
                 family.add_metric([topic], getattr(counts, attr))
             yield family
         yield CounterMetricFamily("archiver_rebalances", "Partition assignment changes", value=d.rebalances)
-        from archiver.store import REQUESTS
-
         requests = CounterMetricFamily("archiver_store_requests", "Object store (S3) requests, by operation",
                                        labels=["op"])
         for op, n in sorted(REQUESTS.snapshot().items()):

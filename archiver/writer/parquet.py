@@ -8,7 +8,7 @@ import io
 import itertools
 import json
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -115,21 +115,26 @@ def read_table(data: bytes, row_groups: list[int] | None = None) -> pa.Table:
     """An archived file (or its `row_groups` only), with the types it was written with."""
     file = pq.ParquetFile(io.BytesIO(data))
     metadata = file.metadata
-    if _holds_null_type(file.schema_arrow):
+    if any(_nests(f.type, pa.types.is_null) for f in file.schema_arrow):
         table = pq.read_table(io.BytesIO(data))  # ParquetFile.read mangles lists of null
+        if row_groups is not None:
+            start, length = row_range(metadata, row_groups)
+            table = table.slice(start, length)
+    elif row_groups is not None:
+        table = file.read_row_groups(row_groups)  # only this partition's rows of a shared file
     else:
         table = file.read()  # half the CPU of read_table (no dataset layer): small files add up
-    if row_groups is not None:
-        start, length = row_range(metadata, row_groups)
-        table = table.slice(start, length)
     return as_written(table, written_schema(metadata.metadata))
 
 
-def _holds_null_type(schema: pa.Schema) -> bool:
-    def null(t: pa.DataType) -> bool:
-        return pa.types.is_null(t) or any(null(t.field(i).type) for i in range(t.num_fields))
+@functools.lru_cache(maxsize=1024)
+def _nests(t: pa.DataType, test: Callable[[pa.DataType], bool]) -> bool:
+    """Whether `test` holds for a type or any type nested in it."""
+    return test(t) or any(_nests(t.field(i).type, test) for i in range(t.num_fields))
 
-    return any(null(f.type) for f in schema)
+
+def _is_millis(t: pa.DataType) -> bool:
+    return pa.types.is_timestamp(t) and t.unit == "ms"
 
 
 def row_range(metadata: pq.FileMetaData, row_groups: list[int]) -> tuple[int, int]:
@@ -160,15 +165,8 @@ def micros_fit(table: pa.Table) -> bool:
             return fits(array.flatten())
         return True
 
-    return all(fits(chunk) for column in table.columns if _holds_millis(column.type) for chunk in column.chunks)
-
-
-@functools.lru_cache(maxsize=1024)
-def _holds_millis(t: pa.DataType) -> bool:
-    """Whether a type is, or nests, a millisecond timestamp (most columns are not: skip them)."""
-    if pa.types.is_timestamp(t):
-        return t.unit == "ms"
-    return any(_holds_millis(t.field(i).type) for i in range(t.num_fields))
+    # most columns hold no millisecond timestamp: skip them
+    return all(fits(chunk) for column in table.columns if _nests(column.type, _is_millis) for chunk in column.chunks)
 
 
 _UNIQUE_COLUMNS = frozenset({"_kafka_offset", "_kafka_timestamp"})
