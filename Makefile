@@ -5,9 +5,22 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test unit services-up services-down bench lock
 
-$(BIN)/.installed: pyproject.toml constraints.txt
+# The native module (native/: Rust, built from source with cargo; its build cache lives in the
+# user cache folder, so a rebuild only compiles what changed). Without cargo the archiver runs on
+# confluent-kafka's consumer, and says so when it starts.
+NATIVE := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/archiver/native-target
+
+$(BIN)/.installed: pyproject.toml constraints.txt $(NATIVE)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@if command -v cargo >/dev/null; then \
+		start=$$(date +%s); \
+		$(BIN)/pip install -q ./native && \
+		echo "native module archiver_native built in $$(( $$(date +%s) - start ))s"; \
+	else \
+		echo "cargo not found: skipping the native module (install Rust from rustup.rs for the faster consumer)"; \
+	fi
 	touch $@
 
 ## Start local Kafka, S3 and registry, then run the demo end to end.

@@ -93,6 +93,12 @@ class Decoder(StrEnum):
     REFERENCE = "reference"
 
 
+class ConsumerKind(StrEnum):
+    AUTO = "auto"
+    NATIVE = "native"
+    PYTHON = "python"
+
+
 def env_name(section: str, key: str) -> str:
     """The environment variable of a TOML key: `ARCHIVER_<SECTION>_<KEY>`, upper case, dots as `_`.
 
@@ -297,6 +303,10 @@ class RunSettings:
     decoder: Decoder = Decoder.AUTO
     """auto (batch-native decoder where it supports the schema, fastavro otherwise) or reference
     (always the per-record fastavro decoder)."""
+    consumer: ConsumerKind = ConsumerKind.AUTO
+    """auto (the native consumer of `archiver_native` where it is installed and supports the Kafka
+    settings, confluent-kafka's otherwise, with a log line saying why), native (an error instead of
+    falling back) or python (always confluent-kafka's)."""
     compact_interval_s: Seconds = 3600.0
     """`run` compacts the partitions it owns this often, in a background thread (merging closed
     directories across them); 0 disables. Hourly: an hour's directories become one file each about

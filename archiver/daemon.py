@@ -10,11 +10,11 @@ import functools
 import logging
 import signal
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaException, TopicPartition
 
 from archiver import layout, runtime
 from archiver.codec.keys import KeyDecoder
@@ -28,6 +28,8 @@ from archiver.metrics import Heartbeat
 from archiver.retry import Backoff, retry
 from archiver.sink import Sink
 from archiver.source import kafka as source_kafka
+from archiver.source.consumer import open_consumer
+from archiver.source.records import Batch
 from archiver.store import REQUESTS, open_store
 from archiver.writer.buffer import Rotation
 
@@ -91,7 +93,7 @@ class Daemon:
         self.rebalances = 0
         self._highs: dict[tuple[str, int], int] = {}
         self.heartbeat = Heartbeat()
-        self.consumer = Consumer(settings.kafka.client_config() | {
+        self.consumer = open_consumer(settings.kafka.client_config() | {
             "group.id": settings.group_id,
             "partition.assignment.strategy": "cooperative-sticky",
             "enable.auto.commit": False,
@@ -108,7 +110,8 @@ class Daemon:
             "fetch.queue.backoff.ms": 20,
             "max.poll.interval.ms": 600_000,
             "session.timeout.ms": settings.session_timeout_ms,
-        } | ({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}))
+        } | ({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}),
+            settings.consumer)
         dead_letter = self._dead_letter if settings.on_decode_error == "dlq" else None
         self.sink = Sink(self.store, settings.for_topic, self._decoder, self._commit_offset, dead_letter,
                          self._flush_dead_letters)
@@ -358,22 +361,15 @@ class Daemon:
         self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def _poll(self) -> bool:
-        """Consume and dispatch one batch; True when messages came. The batch is freed on return,
+        """Consume and dispatch one batch; True when records came. The batch is freed on return,
         not held through the next consume()."""
-        messages = self.consumer.consume(POLL_BATCH, timeout=0.5)
-        self._dispatch(messages)
-        return bool(messages)
+        batches = self.consumer.consume_batches(POLL_BATCH, timeout=0.5)
+        self._dispatch(batches)
+        return bool(batches)
 
-    def _dispatch(self, messages) -> None:
-        by_partition: dict[tuple[str, int], list] = defaultdict(list)
-        for m in messages:
-            if m.error():
-                if m.error().fatal():
-                    raise TerminalError(f"kafka: {m.error().str()}")
-                logger.warning("kafka: %s", m.error().str())
-                continue
-            by_partition[(m.topic(), m.partition())].append(m)
-        for (topic, partition), batch in by_partition.items():
+    def _dispatch(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            topic, partition = batch.topic, batch.partition
             outage = self._outages.get((topic, partition))
             if outage is not None and outage.paused:
                 continue  # re-fetched from where it stopped once the dependency is back

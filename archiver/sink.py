@@ -31,6 +31,7 @@ from archiver.errors import DeadLetterUndelivered, TerminalError, TransientError
 from archiver.layout import Granularity
 from archiver.ledger import Entry, FileEntry, PartitionLedger, writer_id
 from archiver.metrics import Histogram
+from archiver.source.records import Batch, Record
 from archiver.store import ObjectStore
 from archiver.writer import parquet
 from archiver.writer.buffer import PartitionBuffer, Rotation, RotationPolicy
@@ -175,31 +176,36 @@ class Sink:
 
     # --- ingest ------------------------------------------------------------------------------
 
-    def ingest(self, topic: str, partition: int, messages: Sequence) -> None:
-        """Buffer messages of one partition (in offset order); may flush on rotation."""
+    def ingest(self, topic: str, partition: int, messages: Batch | Sequence) -> None:
+        """Buffer records of one partition (in offset order; a Batch, or confluent-kafka messages);
+        may flush on rotation."""
         owned = self.owned.get((topic, partition))
         if owned is None or owned.pending is not None or owned.outage is not None:
             return  # not ours (any more), or waiting on a dependency: re-fetched from buffer.end later
+        batch = messages if isinstance(messages, Batch) else Batch.of(messages)
+        if not len(batch):
+            return
         expected = owned.buffer.end
-        if expected is not None and messages and messages[0].offset() < expected:
-            fresh = [m for m in messages if m.offset() >= expected]
-            self.stats.duplicates_skipped += len(messages) - len(fresh)
-            messages = fresh
-        if owned.check_start and messages:
+        if expected is not None and batch.first < expected:
+            fresh = batch.from_offset(expected)
+            self.stats.duplicates_skipped += len(batch) - len(fresh)
+            batch = fresh
+            if not len(batch):
+                return
+        if owned.check_start:
             owned.check_start = False
-            self._check_lost(owned, messages[0].offset())
-        fields = _Fields.of(messages)
-        for begin, end in _schema_segments(fields.values):
-            segment = messages if end - begin == len(messages) else messages[begin:end]
+            self._check_lost(owned, batch.first)
+        for begin, end in _schema_segments(batch.values):
+            segment = batch.slice(begin, end)
             try:
-                self._ingest_segment(owned, segment, fields.slice(begin, end))
+                self._ingest_segment(owned, segment)
             except TransientError as e:  # the registry (or the dead-letter topic) is out: not bad data
                 owned.outage = e
-                logger.warning("%s[%d] waits at offset %d: %s", topic, partition, segment[0].offset(), e)
+                logger.warning("%s[%d] waits at offset %d: %s", topic, partition, segment.first, e)
                 return
             except pa.ArrowException as e:  # a decoded value Arrow cannot hold as archived
-                raise TerminalError(f"cannot archive {topic}[{partition}] offsets {segment[0].offset()}.."
-                                    f"{segment[-1].offset()}: {' '.join(str(e).split())}") from e
+                raise TerminalError(f"cannot archive {topic}[{partition}] offsets {segment.first}.."
+                                    f"{segment.last}: {' '.join(str(e).split())}") from e
             if owned.pending is not None:
                 return
 
@@ -222,30 +228,30 @@ class Sink:
         logger.error("%s[%d] offsets %d..%d (%d records) were deleted by Kafka (retention) before they were "
                      "archived", buffer.topic, buffer.partition, lost[0], lost[1] - 1, lost[1] - lost[0])
 
-    def _ingest_segment(self, owned: Owned, messages: Sequence, fields: _Fields) -> None:
+    def _ingest_segment(self, owned: Owned, batch: Batch) -> None:
         buffer = owned.buffer
-        decoded = self._decoder_for(buffer.topic).decode(fields.values)
+        decoded = self._decoder_for(buffer.topic).decode(batch.values)
         keys = None
         if owned.settings.key_format == "avro":
-            decoded, keys = self._decode_keys(buffer.topic, decoded, fields.keys)
+            decoded, keys = self._decode_keys(buffer.topic, decoded, batch.keys)
         schema_ids = {r.schema_id for r in decoded.runs if r.schema_id is not None}
         if schema_ids and buffer.schema_ids and not schema_ids <= set(buffer.schema_ids):
             self.flush(buffer.topic, buffer.partition, Rotation.SCHEMA_CHANGE)
             if owned.pending is not None:
                 return
         for position, reason in decoded.errors:
-            self._reject(messages[position], reason)
+            self._reject(batch.record(position), reason)
         now = self._clock()
-        buffer.advance(fields.offsets[0], fields.offsets[-1], now)
+        buffer.advance(batch.first, batch.last, now)
         buffer.dead_lettered += len(decoded.errors)
-        value_bytes = sum(map(len, filter(None, fields.values)))
-        self.stats.records_in += len(messages)
+        value_bytes = sum(map(len, filter(None, batch.values)))
+        self.stats.records_in += len(batch)
         self.stats.bytes_in += value_bytes
         counts = self.stats.topic(buffer.topic)
-        counts.records_in += len(messages)
+        counts.records_in += len(batch)
         counts.bytes_in += value_bytes
         if decoded.runs:
-            table, _ = self._table(owned, decoded.runs, fields, keys)
+            table, _ = self._table(owned, decoded.runs, batch, keys)
             times = self._partition_times(owned, table)
             ids, names = self._route(owned, table, times)
             buffer.add(table, ids, names, times)
@@ -273,13 +279,12 @@ class Sink:
                 runs.append(Run(run.schema_id, [run.rows[j] for j in keep], table))
         return Decoded(runs, errors), aligned
 
-    def _table(self, owned: Owned, runs: list[Run], fields: _Fields,
+    def _table(self, owned: Owned, runs: list[Run], batch: Batch,
                keys: pa.Array | None = None) -> tuple[pa.Table, list[int] | None]:
         """The runs' rows with their metadata, in offset order, and their positions (None: all)."""
-        n = len(fields.offsets)
-        if len(runs) == 1 and len(runs[0].rows) == n:
-            return self._with_metadata(owned, runs[0], fields, None, keys), None
-        tables = [self._with_metadata(owned, run, fields, run.rows, keys) for run in runs]
+        if len(runs) == 1 and len(runs[0].rows) == len(batch):
+            return self._with_metadata(owned, runs[0], batch, None, keys), None
+        tables = [self._with_metadata(owned, run, batch, run.rows, keys) for run in runs]
         rows = sorted(i for run in runs for i in run.rows)
         return (tables[0] if len(tables) == 1 else _in_offset_order(tables)), rows
 
@@ -292,15 +297,11 @@ class Sink:
         self.stats.topic(message.topic()).dead_lettered += 1
         logger.warning("dead-lettered %s: %s", where, reason)
 
-    def _with_metadata(self, owned: Owned, run: Run, f: _Fields, rows: list[int] | None,
+    def _with_metadata(self, owned: Owned, run: Run, batch: Batch, rows: list[int] | None,
                        keys: pa.Array | None = None) -> pa.Table:
-        def pick(values):
-            return values if rows is None else [values[i] for i in rows]
-
         if keys is not None and rows is not None:
             keys = keys.take(pa.array(rows, pa.int64()))
-        return archived_rows(run, owned.buffer.partition, pick(f.offsets), pick(f.stamps), pick(f.keys),
-                             pick(f.headers), owned.settings.key_format, keys)
+        return batch_rows(run, batch.take(rows), owned.settings.key_format, keys)
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -527,36 +528,21 @@ class Sink:
         self.owned.pop((owned.buffer.topic, owned.buffer.partition), None)
 
 
-@dataclass
-class _Fields:
-    """The message fields a segment needs, read once into Python lists."""
-
-    offsets: list[int]
-    stamps: list[tuple[int, int]]
-    keys: list[bytes | None]
-    headers: list[list | None]
-    values: list[bytes | None]
-
-    @classmethod
-    def of(cls, messages: Sequence) -> _Fields:
-        return cls([m.offset() for m in messages], [m.timestamp() for m in messages],
-                   [m.key() for m in messages], [m.headers() for m in messages], [m.value() for m in messages])
-
-    def slice(self, begin: int, end: int) -> _Fields:
-        if begin == 0 and end == len(self.offsets):
-            return self
-        return _Fields(self.offsets[begin:end], self.stamps[begin:end], self.keys[begin:end],
-                       self.headers[begin:end], self.values[begin:end])
-
-
 def archived_rows(run: Run, partition: int, offsets: list[int], stamps: list[tuple[int, int]],
                   keys: list[bytes | None], headers: list, key_format: str = "bytes",
                   decoded_keys: pa.Array | None = None) -> pa.Table:
+    """`batch_rows` of records given as lists (confluent-kafka's timestamp pairs and header lists)."""
+    meta = Batch.of([Record("", partition, offset, stamp, key, None, header)
+                     for offset, stamp, key, header in zip(offsets, stamps, keys, headers, strict=True)])
+    return batch_rows(run, meta, key_format, decoded_keys)
+
+
+def batch_rows(run: Run, batch: Batch, key_format: str = "bytes", decoded_keys: pa.Array | None = None) -> pa.Table:
     """The rows a file stores for one decoded run: value columns, then the Kafka metadata columns.
 
     `decoded_keys` (key_format = avro) become the `_key` column as they are.
     """
-    meta = parquet.metadata_table(partition, offsets, stamps, keys, headers, run.schema_id)
+    meta = parquet.metadata_columns(batch, run.schema_id)
     if key_format == "string":
         meta = meta.append_column("_key", _keys_as_text(meta["_kafka_key"]))
     elif decoded_keys is not None:

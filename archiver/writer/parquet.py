@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
-import itertools
 import json
-import operator
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -15,7 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-HEADER_TYPE = pa.list_(pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.binary())]))
+from archiver.source.records import HEADER_TYPE, NO_TIMESTAMP, Batch, header_array
+
 METADATA_SCHEMA = pa.schema([
     pa.field("_kafka_partition", pa.int32(), nullable=False),
     pa.field("_kafka_offset", pa.int64(), nullable=False),
@@ -32,38 +31,29 @@ ROW_ORDER_KEY = b"archiver.row_order"  # "key": by key then offset within each r
 
 def metadata_table(partition: int, offsets: Sequence[int], stamps: Sequence[tuple[int, int]],
                    keys: Sequence[bytes | None], headers: Sequence[list | None], schema_id: int | None) -> pa.Table:
-    """The Kafka metadata columns for records of one partition written with one schema.
+    """The Kafka metadata columns of records given as lists: confluent-kafka's (type, ms) `stamps`
+    and its lists of (key, bytes) or None as `headers`."""
+    return metadata_columns(Batch("", partition, np.asarray(offsets, dtype=np.int64),
+                                  np.array([ts for _, ts in stamps], dtype=np.int64),
+                                  np.array([kind for kind, _ in stamps], dtype=np.int8),
+                                  list(keys), [None] * len(offsets), header_array(headers)), schema_id)
 
-    `stamps` are confluent-kafka's (type, ms) pairs; `headers` its lists of (key, bytes) or None.
-    """
-    n = len(offsets)
+
+def metadata_columns(batch: Batch, schema_id: int | None) -> pa.Table:
+    """The Kafka metadata columns for records of one partition written with one schema."""
+    n = len(batch)
     return pa.Table.from_arrays([
-        pa.array(np.full(n, partition, dtype=np.int32)),
-        pa.array(offsets, pa.int64()),
-        pa.array([ts if kind else None for kind, ts in stamps], pa.timestamp("ms", tz="UTC")),
-        pa.DictionaryArray.from_arrays(pa.array([kind for kind, _ in stamps], pa.int8()), _TIMESTAMP_NAMES
-                                       ).cast(pa.string()),
-        pa.array(keys, pa.binary()),
-        _headers(headers),
+        pa.array(np.full(n, batch.partition, dtype=np.int32)),
+        pa.array(batch.offsets, pa.int64()),
+        pa.array(batch.timestamps, pa.timestamp("ms", tz="UTC"), mask=batch.types == NO_TIMESTAMP),
+        pa.DictionaryArray.from_arrays(pa.array(batch.types, pa.int8()), _TIMESTAMP_NAMES).cast(pa.string()),
+        pa.array(batch.keys, pa.binary()),
+        batch.headers,
         pa.nulls(n, pa.int32()) if schema_id is None else pa.array(np.full(n, schema_id, dtype=np.int32)),
     ], schema=METADATA_SCHEMA)
 
 
-_first, _second = operator.itemgetter(0), operator.itemgetter(1)
 _TIMESTAMP_NAMES = pa.array([None, "CreateTime", "LogAppendTime"], pa.string())
-
-
-def _headers(headers: Sequence[list | None]) -> pa.Array:
-    """An ordered list<struct<key, value>> column, built from flat arrays (no per-header objects)."""
-    if None in headers:  # a message without headers gets an empty list
-        headers = [h or () for h in headers]
-    offsets = np.zeros(len(headers) + 1, dtype=np.int32)
-    np.cumsum(np.fromiter(map(len, headers), np.int32, len(headers)), out=offsets[1:])
-    flat = list(itertools.chain.from_iterable(headers))
-    names, values = list(map(_first, flat)), list(map(_second, flat))
-    entries = pa.StructArray.from_arrays([pa.array(names, pa.string()), pa.array(values, pa.binary())],
-                                         fields=list(HEADER_TYPE.value_type))
-    return pa.ListArray.from_arrays(pa.array(offsets), entries, type=HEADER_TYPE)
 
 
 def encode(table: pa.Table, writer_schemas: dict[int, str], compression: str = "zstd",
