@@ -194,8 +194,9 @@ def _demo_replay(settings, archive, topic: str, partitions: int) -> None:
     selection = replay_mod.Selection(topic, start_ms=now - 30 * 60_000, end_ms=now)
     plan = replay_mod.plan(archive, selection)
     reader = replay_mod.Reader(archive, selection)
-    publisher = republish.Publisher(settings.kafka, target, "original", source_topic=topic)
-    stats = publisher.publish(reader.stream(plan.partitions, {}), {})
+    publisher = republish.Publisher(settings.kafka, target, "original", source_topic=topic,
+                                    producer=settings.kafka_client)
+    stats = publisher.publish(reader.batches(plan.partitions, {}), {})
     click.echo(f"5. archiver replay --topic {topic} --from -30m --to now --to-topic {target}: "
                f"{stats.records} records re-published ({plan.files} files read) in {stats.as_dict()['seconds']}s")
 
@@ -351,7 +352,7 @@ def replay(config_path, archive_url, topic, to_topic, to_original, from_, to, pa
                  else republish.StoreCheckpoint(archive.store, checkpoint))
     summary = _publish(archive, (selection, republish.selection_spec(selection, from_, to)), plan, buckets, target,
                        partitioning, kafka, settings.target_registry, add_lineage_headers, exactly_once, saved,
-                       rate, checkpoint_every)
+                       rate, checkpoint_every, settings.kafka_client)
     click.echo(json.dumps(summary))
 
 
@@ -392,7 +393,7 @@ def _target_kafka(settings):
 
 
 def _publish(archive, selected, plan, buckets, target, partitioning, kafka, target_registry, lineage,
-             exactly_once, checkpoint, rate, batch_records):
+             exactly_once, checkpoint, rate, batch_records, kafka_client="auto"):
     """`selected`: the selection and its description (`republish.selection_spec`) for the checkpoint."""
     import sys
 
@@ -413,7 +414,7 @@ def _publish(archive, selected, plan, buckets, target, partitioning, kafka, targ
     publisher = republish.Publisher(kafka, target, partitioning, source_topic=selection.topic, lineage=lineage,
                                     checkpoint=checkpoint, transactional=exactly_once,
                                     rate=limiter, progress=show if sys.stderr.isatty() else None,
-                                    batch_records=batch_records)
+                                    batch_records=batch_records, producer=kafka_client)
     progress = {}
     if checkpoint:  # loaded once the publisher fenced an earlier run of the same replay
         progress, resumed = republish.resume(checkpoint, target, selection, spec)
@@ -424,7 +425,7 @@ def _publish(archive, selected, plan, buckets, target, partitioning, kafka, targ
         publisher.schema_ids = _register_target_schemas(archive, plan, target, target_registry)
     reader = replay_mod.Reader(archive, selection)
     runtime.tune_gc()
-    stats = publisher.publish(reader.stream(plan.partitions, progress), progress)
+    stats = publisher.publish(reader.batches(plan.partitions, progress), progress)
     if sys.stderr.isatty():
         click.echo("", err=True)
     return stats.as_dict() | {"target_topic": target, "files_read": plan.files, "bytes_read": reader.bytes_read}

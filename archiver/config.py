@@ -93,7 +93,7 @@ class Decoder(StrEnum):
     REFERENCE = "reference"
 
 
-class ConsumerKind(StrEnum):
+class KafkaClient(StrEnum):
     AUTO = "auto"
     NATIVE = "native"
     PYTHON = "python"
@@ -303,10 +303,11 @@ class RunSettings:
     decoder: Decoder = Decoder.AUTO
     """auto (batch-native decoder where it supports the schema, fastavro otherwise) or reference
     (always the per-record fastavro decoder)."""
-    consumer: ConsumerKind = ConsumerKind.AUTO
-    """auto (the native consumer of `archiver_native` where it is installed and supports the Kafka
-    settings, confluent-kafka's otherwise, with a log line saying why), native (an error instead of
-    falling back) or python (always confluent-kafka's)."""
+    kafka_client: KafkaClient = KafkaClient.AUTO
+    """The Kafka client of the record path (`run`'s consumer, `replay`'s producer): auto (the native
+    module archiver_native where it is installed and serves the Kafka settings, confluent-kafka
+    otherwise, with a log line saying why), native (an error instead of falling back) or python
+    (always confluent-kafka). Both are librdkafka: same settings, same group protocol."""
     compact_interval_s: Seconds = 3600.0
     """`run` compacts the partitions it owns this often, in a background thread (merging closed
     directories across them); 0 disables. Hourly: an hour's directories become one file each about

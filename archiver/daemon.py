@@ -111,7 +111,7 @@ class Daemon:
             "max.poll.interval.ms": 600_000,
             "session.timeout.ms": settings.session_timeout_ms,
         } | ({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}),
-            settings.consumer)
+            settings.kafka_client)
         dead_letter = self._dead_letter if settings.on_decode_error == "dlq" else None
         self.sink = Sink(self.store, settings.for_topic, self._decoder, self._commit_offset, dead_letter,
                          self._flush_dead_letters)

@@ -6,7 +6,7 @@ librdkafka's `murmur2_random` partitioner for non-null keys, so a replayed recor
 partition any Java or `murmur2_random` producer would have chosen. `RoundRobin` serves
 `--partitioning round-robin`.
 
-Pure Python, no state between calls. Arithmetic is done on unsigned 32-bit values (every product
+No state between calls. Arithmetic is done on unsigned 32-bit values (every product
 masked with 0xFFFFFFFF), which gives the same bits as Java's wrapping `int`; only `murmur2`'s
 return value is converted to Java's signed reading.
 """
@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["RoundRobin", "murmur2", "partition_for_key", "to_positive"]
+import numpy as np
+
+__all__ = ["RoundRobin", "murmur2", "partition_for_key", "partitions_for_keys", "to_positive"]
 
 
 def _murmur2_u32(data: bytes) -> int:
@@ -108,3 +110,21 @@ class RoundRobin:
         p = self._next
         self._next = p + 1 if p + 1 < self._partitions else 0
         return p
+
+    def take(self, count: int) -> np.ndarray:
+        """The partitions of the next `count` records (as `count` calls of `next`), as int32."""
+        start = self._next
+        self._next = (start + count) % self._partitions
+        return ((start + np.arange(count, dtype=np.int64)) % self._partitions).astype(np.int32)
+
+
+def partitions_for_keys(keys: list[bytes | None], partitions: int) -> np.ndarray:
+    """`partition_for_key` of each key, as int32; -1 for a null key. In one native call where
+    the archiver_native module is built."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1, got {partitions}")
+    try:
+        from archiver_native import partitions_for_keys as native
+    except ImportError:
+        return np.array([-1 if k is None else partition_for_key(k, partitions) for k in keys], dtype=np.int32)
+    return np.frombuffer(native(list(keys), partitions), np.int32).copy()

@@ -31,6 +31,7 @@ from archiver.archive import Archive
 from archiver.codec import native_encode, wire
 from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry
+from archiver.source.records import Batch
 from archiver.units import parse_size
 from archiver.writer.parquet import ROW_ORDER_KEY, as_written, writer_schemas_of, written_schema
 
@@ -232,8 +233,16 @@ class Reader:
         return self.stream([partition_plan], {partition_plan.partition: after_offset})
 
     def stream(self, plans: list[PartitionPlan], after: dict[int, int]) -> Iterator[Record]:
+        """`batches`, record by record."""
+        for batch in self.batches(plans, after):
+            stamps = np.where(batch.types == 0, -1, batch.timestamps).tolist()
+            headers = [[(h["key"], h["value"]) for h in row] for row in batch.headers.to_pylist()]
+            yield from map(Record._make, zip(itertools.repeat(batch.partition), batch.offsets.tolist(), batch.keys,
+                                             batch.values, headers, (None if t == -1 else t for t in stamps)))
+
+    def batches(self, plans: list[PartitionPlan], after: dict[int, int]) -> Iterator[Batch]:
         """The selected records of every planned partition, partition after partition, each in
-        offset order.
+        offset order, as batches of columns (values in Confluent wire format again).
 
         An entry's files hold interleaved offsets (one file per output partition), and a
         compaction entry may hold a partition's whole history, so its files are merged a window
@@ -258,7 +267,7 @@ class Reader:
             downloads.close()
 
     def _merged(self, partition: int, files: list[FileEntry], done: int,
-                downloads: Iterator[tuple[FileEntry, bytes]]) -> Iterator[Record]:
+                downloads: Iterator[tuple[FileEntry, bytes]]) -> Iterator[Batch]:
         """One entry's selected records in offset order, a window of offsets at a time."""
         waiting, cursors, schemas = list(files), [], {}
         low = max(done + 1, files[0].first_offset)
@@ -280,7 +289,7 @@ class Reader:
                 table = pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="default")
                 table = self._select(table, partition, done)
                 if table.num_rows:
-                    yield from self._records(table, schemas)
+                    yield self._batch(table, schemas)
 
     def _select(self, table: pa.Table, partition: int, after_offset: int) -> pa.Table:
         s = self.selection
@@ -318,15 +327,22 @@ class Reader:
             raise ConfigError(f"--where: {self.selection.where!r} is not a condition (it gives {keep.type})")
         return keep
 
-    def _records(self, table: pa.Table, schemas: dict[int, str]) -> Iterator[Record]:
-        columns = [table["_kafka_partition"].to_pylist(), table["_kafka_offset"].to_pylist(),
-                   table["_kafka_key"].to_pylist(), _encode_values(table, schemas),
-                   _header_lists(table["_kafka_headers"]), pc.cast(table["_kafka_timestamp"], pa.int64()).to_pylist()]
+    def _batch(self, table: pa.Table, schemas: dict[int, str]) -> Batch:
+        values = _encode_values(table, schemas)
+        keys = table["_kafka_key"].to_pylist()
+        offsets = table["_kafka_offset"].to_numpy()
+        stamps = pc.cast(table["_kafka_timestamp"], pa.int64())
+        types = (~pc.is_null(stamps).to_numpy(zero_copy_only=False)).astype(np.int8)
+        timestamps = pc.fill_null(stamps, 0).to_numpy()
+        headers = table["_kafka_headers"].combine_chunks()
         order = _offset_order(table["_kafka_offset"])
         if order is not None:  # files of an entry hold interleaved offsets: put rows in offset order
             pick = operator.itemgetter(*order)
-            columns = [list(pick(c)) for c in columns]
-        return map(Record._make, zip(*columns))
+            values, keys = list(pick(values)), list(pick(keys))
+            offsets, types, timestamps = offsets[order], types[order], timestamps[order]
+            headers = headers.take(pa.array(order))
+        partition = table["_kafka_partition"][0].as_py()
+        return Batch(self.selection.topic, partition, offsets, timestamps, types, keys, values, headers)
 
 
 WINDOW_OFFSETS = 50_000
@@ -403,16 +419,6 @@ def _offset_order(offsets: pa.ChunkedArray) -> list[int] | None:
     return np.argsort(array, kind="stable").tolist()
 
 
-def _header_lists(column: pa.ChunkedArray) -> list[list[tuple[str, bytes]]]:
-    """Per row, its headers as (key, value) tuples, from the flat child arrays (no per-header dicts)."""
-    array = column.combine_chunks()
-    start = array.offsets[0].as_py()
-    bounds = [o - start for o in array.offsets.to_pylist()]
-    entries = array.values.slice(start, bounds[-1])
-    pairs = list(zip(entries.field("key").to_pylist(), entries.field("value").to_pylist()))
-    return [pairs[a:b] for a, b in itertools.pairwise(bounds)]
-
-
 def _encode_values(table: pa.Table, schemas: dict[int, str]) -> list[bytes | None]:
     """Each row's value in Confluent wire format with its original schema id; None for tombstones."""
     column = table["_schema_id"]
@@ -449,8 +455,8 @@ class RateLimiter:
         self.start = clock()
         self.records = self.bytes = 0
 
-    def take(self, nbytes: int) -> None:
-        self.records += 1
+    def take(self, nbytes: int, records: int = 1) -> None:
+        self.records += records
         self.bytes += nbytes
         due = max(self.records / self.records_per_s if self.records_per_s else 0,
                   self.bytes / self.bytes_per_s if self.bytes_per_s else 0)

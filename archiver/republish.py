@@ -21,13 +21,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from archiver import partitioner
 from archiver.config import KafkaSettings
 from archiver.errors import ConfigError, NotFound, TransientError
-from archiver.replay import RateLimiter, Record, Selection
+from archiver.replay import RateLimiter, Selection
 from archiver.source import kafka as source_kafka
+from archiver.source.producer import open_producer
+from archiver.source.records import Batch
 from archiver.store import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -200,7 +203,8 @@ class Publisher:
     def __init__(self, kafka: KafkaSettings, topic: str, partitioning: str, *, source_topic: str,
                  lineage: bool = False, schema_ids: dict[int, int] | None = None,
                  checkpoint=None, transactional: bool = False, batch_records: int = 10_000,
-                 rate: RateLimiter | None = None, progress: Callable[[Stats], None] | None = None):
+                 rate: RateLimiter | None = None, progress: Callable[[Stats], None] | None = None,
+                 producer: str = "auto"):
         self.kafka, self.topic, self.partitioning = kafka, topic, partitioning
         self.source_topic, self.lineage = source_topic, lineage
         self.schema_ids = schema_ids or {}
@@ -213,65 +217,61 @@ class Publisher:
                                         "enable.idempotence": True, "queue.buffering.max.messages": 500_000}
         if transactional:
             conf["transactional.id"] = f"archiver-replay-{checkpoint.name}"
-        self.producer = source_kafka.CheckedProducer(conf)
+        self.producer = open_producer(conf, producer)
+        # a rate is kept per slice of records: small slices keep it smooth
+        self._chunk = max(1, int(rate.records_per_s // 50) if rate.records_per_s else 1000) if rate else 1_000_000
         if transactional:
             self.producer.init_transactions(60)  # fences an earlier run of the same replay
 
     def check_original_partitions(self, source_partitions: Iterable[int]) -> None:
         check_original_partitions(self.topic, self.partitions, self.partitioning, source_partitions)
 
-    def partition_of(self, record: Record) -> int:
+    def partitions_of(self, batch: Batch) -> np.ndarray:
+        """The target partition of each record of `batch` (int32)."""
+        n = len(batch)
         if self.partitioning == "original":
-            return record.partition
-        if self.partitioning == "key" and record.key is not None:
-            return partitioner.partition_for_key(record.key, self.partitions)
-        return self._round_robin.next()
+            return np.full(n, batch.partition, dtype=np.int32)
+        if self.partitioning != "key":
+            return self._round_robin.take(n)
+        partitions = partitioner.partitions_for_keys(batch.keys, self.partitions)
+        unkeyed = np.flatnonzero(partitions < 0)
+        if len(unkeyed):  # null keys are spread round-robin, not hashed
+            partitions[unkeyed] = self._round_robin.take(len(unkeyed))
+        return partitions
 
-    def publish(self, records: Iterable[Record], progress: dict[int, int]) -> Stats:
-        """Produce every record; `progress` (source partition → last offset) is updated and saved."""
+    def publish(self, batches: Iterable[Batch], progress: dict[int, int]) -> Stats:
+        """Produce every record; `progress` (source partition → last offset) is updated and saved
+        after every `batch_records` records (and at the end)."""
         pending = 0
         if self.transactional:
             self.producer.begin_transaction()
-        for record in records:
-            self._produce(record)
-            progress[record.partition] = record.offset
-            pending += 1
-            if pending >= self.batch_records:
-                self._commit(progress)
-                pending = 0
-                if self.transactional:
-                    self.producer.begin_transaction()
+        for batch in batches:
+            begin = 0
+            while begin < len(batch):
+                end = min(len(batch), begin + self.batch_records - pending, begin + self._chunk)
+                part = batch.slice(begin, end)
+                self._produce(part)
+                progress[part.partition] = part.last
+                pending += len(part)
+                begin = end
+                if pending >= self.batch_records:
+                    self._commit(progress)
+                    pending = 0
+                    if self.transactional:
+                        self.producer.begin_transaction()
         self._commit(progress)
         if self.progress:
             self.progress(self.stats)  # the final count, also for replays shorter than one update
         return self.stats
 
-    def _produce(self, record: Record) -> None:
-        value = record.value
-        if value is not None and self.schema_ids and len(value) >= 5:
-            new_id = self.schema_ids.get(int.from_bytes(value[1:5], "big"))
-            if new_id is not None:
-                value = value[:1] + new_id.to_bytes(4, "big") + value[5:]
-        headers = record.headers
-        if self.lineage:
-            headers = headers + [("archiver.source.topic", self.source_topic.encode()),
-                                 ("archiver.source.partition", str(record.partition).encode()),
-                                 ("archiver.source.offset", str(record.offset).encode())]
-        size = len(value or b"") + len(record.key or b"")
+    def _produce(self, batch: Batch) -> None:
         if self.rate:
-            self.rate.take(size)
-        while True:
-            try:
-                self.producer.produce(self.topic, value, record.key, partition=self.partition_of(record),
-                                      headers=headers or None, timestamp=record.timestamp_ms or 0)
-                break
-            except BufferError:
-                self.producer.poll(0.05)
-        self.stats.records += 1
-        if self.stats.records % 1000 == 0:  # serve delivery reports now and then, not per record
-            self.producer.poll(0)
-        self.stats.bytes += size
-        if self.progress and self.stats.records % 2000 == 0:
+            self.rate.take(sum(len(v) for v in batch.values if v) + sum(len(k) for k in batch.keys if k), len(batch))
+        sent = self.producer.produce_batch(self.topic, batch, self.partitions_of(batch),
+                                           self.source_topic if self.lineage else None, self.schema_ids)
+        self.stats.records += len(batch)
+        self.stats.bytes += sent
+        if self.progress:
             self.progress(self.stats)
 
     def _commit(self, progress: dict[int, int]) -> None:

@@ -2,7 +2,8 @@
 
 Archives a topic once with `archiver run --once` (or reuses --archive-url), then replays it into
 fresh target topics several times and prints medians of records/s, MB/s (value + key bytes
-produced), records per CPU-second of the replay process and peak RSS.
+produced), records per CPU-second of the replay process and peak RSS, for each Kafka client
+(`--clients`: the native producer of archiver_native, confluent-kafka's; runs interleaved).
 
     infra/services up && eval "$(infra/services env)"
     .venv/bin/python bench/sink.py --records 1000000 --runs 1 --baseline-runs 0   # makes a topic
@@ -42,7 +43,9 @@ def main() -> None:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--archive-url", help="an archive already holding --topic")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--clients", default="native,python", help="run.kafka_client values to compare")
     args = parser.parse_args()
+    clients = args.clients.split(",")
 
     env = dict(os.environ)
     if args.archive_url:
@@ -55,19 +58,23 @@ def main() -> None:
         print(f"archived {args.topic} in {wall:.1f}s: {out.strip()}")
     kafka = KafkaSettings.from_env(env)
     partitions = source_kafka.list_topics(kafka)[args.topic]
-    samples = []
+    samples: dict[str, list[dict]] = {client: [] for client in clients}
     for _ in range(args.runs):
-        target = f"{args.topic}-replay-{uuid.uuid4().hex[:6]}"
-        source_kafka.ensure_topic(kafka, target, partitions)
-        wall, cpu, rss, out = timed([ARCHIVER, "replay", "--topic", args.topic, "--to-topic", target], env)
-        summary = json.loads(out)
-        samples.append({"wall": wall, "cpu": cpu, "rss": rss, "records": summary["records"],
-                        "bytes": summary["bytes"]})
-        print(f"  run: {summary['records']:,} records in {wall:.1f}s wall, {cpu:.1f} CPU-s, {rss:.0f} MB RSS")
-    med = lambda k: statistics.median(s[k] for s in samples)
-    records = samples[0]["records"]
-    print(f"replay: records/s={records / med('wall'):,.0f} MB/s={samples[0]['bytes'] / 1e6 / med('wall'):.1f} "
-          f"records/CPU-s={records / med('cpu'):,.0f} peak_rss_mb={med('rss'):.0f} (median of {len(samples)})")
+        for client in clients:
+            target = f"{args.topic}-replay-{uuid.uuid4().hex[:6]}"
+            source_kafka.ensure_topic(kafka, target, partitions)
+            wall, cpu, rss, out = timed([ARCHIVER, "replay", "--topic", args.topic, "--to-topic", target],
+                                        env | {"ARCHIVER_KAFKA_CLIENT": client})
+            summary = json.loads(out)
+            samples[client].append({"wall": wall, "cpu": cpu, "rss": rss, "records": summary["records"],
+                                    "bytes": summary["bytes"]})
+            print(f"  {client}: {summary['records']:,} records in {wall:.1f}s wall, {cpu:.1f} CPU-s, {rss:.0f} MB RSS")
+    for client, runs in samples.items():
+        med = lambda k: statistics.median(s[k] for s in runs)
+        records = runs[0]["records"]
+        print(f"replay ({client}): records/s={records / med('wall'):,.0f} "
+              f"MB/s={runs[0]['bytes'] / 1e6 / med('wall'):.1f} records/CPU-s={records / med('cpu'):,.0f} "
+              f"peak_rss_mb={med('rss'):.0f} (median of {len(runs)})")
 
 
 if __name__ == "__main__":

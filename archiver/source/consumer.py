@@ -1,5 +1,5 @@
 """The archiver's group consumer: the native one (`archiver_native`) where it is built and
-supports the settings, confluent-kafka's otherwise.
+serves the settings, confluent-kafka's otherwise.
 
 Both have confluent-kafka's Consumer methods the daemon uses (subscribe with on_assign, on_revoke
 and on_lost, incremental_assign, commit, committed, get_watermark_offsets, position, seek, pause,
@@ -15,18 +15,13 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from archiver.errors import TerminalError
+from archiver.source import native
 from archiver.source.records import Batch
 
 logger = logging.getLogger(__name__)
-librdkafka_logger = logging.getLogger("librdkafka")
-
-# librdkafka's syslog levels as Python's
-_LEVELS = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL, 3: logging.ERROR, 4: logging.WARNING,
-           5: logging.INFO, 6: logging.INFO, 7: logging.DEBUG}
-
 Callback = Callable[[object, list[TopicPartition]], None]
 
 
@@ -36,25 +31,13 @@ def open_consumer(config: dict, kind: str = "auto") -> PythonConsumer | NativeCo
     instead of falling back) or python."""
     if kind == "python":
         return PythonConsumer(config)
-    reason = native_unsupported(config)
+    reason = native.unsupported(config)
     if reason is None:
         return NativeConsumer(config)
     if kind == "native":
-        raise TerminalError(f"run.consumer is native, but {reason}")
+        raise TerminalError(f"run.kafka_client is native, but {reason}")
     logger.info("consuming with confluent-kafka: %s", reason)
     return PythonConsumer(config)
-
-
-def native_unsupported(config: dict) -> str | None:
-    """Why the native consumer cannot serve `config`, or None when it can."""
-    try:
-        import archiver_native  # noqa: F401
-    except ImportError:
-        return "the native module archiver_native is not built (pip install ./native)"
-    callables = sorted(k for k, v in config.items() if callable(v) and k != "logger")
-    if callables:
-        return f"the native consumer takes no Python callbacks ({', '.join(callables)})"
-    return None
 
 
 class PythonConsumer(Consumer):
@@ -82,23 +65,18 @@ class NativeConsumer:
 
         self._native = archiver_native
         self._callbacks: dict[str, Callback | None] = {}
-        settings = {k: _text(v) for k, v in config.items() if k != "logger"}
         try:
-            self._consumer = archiver_native.Consumer(settings)
+            self._consumer = archiver_native.Consumer(native.settings(config))
         except archiver_native.KafkaError as e:
-            raise _exception(e) from None
+            raise native.exception(e) from None
 
     def _call(self, method: str, *args):
         try:
             return getattr(self._consumer, method)(*args)
         except self._native.KafkaError as e:
-            raise _exception(e) from None
+            raise native.exception(e) from None
         finally:
-            self._log()
-
-    def _log(self) -> None:
-        for level, facility, message in self._consumer.logs():
-            librdkafka_logger.log(_LEVELS.get(level, logging.INFO), "%s: %s", facility, message)
+            native.forward_logs(self._consumer.logs())
 
     def subscribe(self, topics: list[str], on_assign: Callback | None = None, on_revoke: Callback | None = None,
                   on_lost: Callback | None = None) -> None:
@@ -157,17 +135,6 @@ class NativeConsumer:
 
     def close(self) -> None:
         self._call("close")
-
-
-def _text(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _exception(error) -> KafkaException:
-    code, _name, reason, fatal = error.args
-    return KafkaException(KafkaError(code, reason, fatal=fatal))
 
 
 def _kafka_error(fatal: bool, reason: str) -> None:

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from archiver.partitioner import RoundRobin, murmur2, partition_for_key, to_positive
+from archiver.partitioner import RoundRobin, murmur2, partition_for_key, partitions_for_keys, to_positive
 
 # Kafka's UtilsTest.testMurmur2; tests/integration/test_partitioner_java.py checks them against Java.
 VECTORS = {
@@ -99,3 +99,16 @@ def test_round_robin_cycles_through_every_partition_in_order(partitions, n):
 def test_round_robin_refuses_no_partitions():
     with pytest.raises(ValueError, match="at least 1, got 0"):
         RoundRobin(0)
+
+
+@given(st.lists(st.none() | st.binary(max_size=40), max_size=50), st.integers(1, 1000))
+def test_partitions_for_keys_is_partition_for_key_of_each_and_minus_one_for_null(keys, partitions):
+    expected = [-1 if k is None else partition_for_key(k, partitions) for k in keys]
+    assert partitions_for_keys(keys, partitions).tolist() == expected
+
+
+@given(st.integers(1, 50), st.lists(st.integers(0, 120), max_size=6))
+def test_round_robin_take_is_repeated_next(partitions, counts):
+    one, many = RoundRobin(partitions), RoundRobin(partitions)
+    for count in counts:
+        assert many.take(count).tolist() == [one.next() for _ in range(count)]

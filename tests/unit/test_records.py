@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from archiver.errors import TerminalError
 from archiver.source import consumer as consumers
+from archiver.source import native
 from archiver.source.records import HEADER_TYPE, Batch, Record
 from archiver.writer import parquet
 
@@ -101,15 +102,15 @@ def test_auto_falls_back_to_confluent_kafka_with_the_reason(monkeypatch, caplog)
         assert "archiver_native is not built" in caplog.text
     finally:
         chosen.close()
-    with pytest.raises(TerminalError, match="run.consumer is native, but the native module archiver_native is not"):
+    with pytest.raises(TerminalError, match="run.kafka_client is native, but the native module archiver_native is not"):
         consumers.open_consumer(config, "native")
 
 
 def test_settings_the_native_consumer_cannot_serve_are_named():
     pytest.importorskip("archiver_native")
     base = {"bootstrap.servers": "localhost:1", "group.id": "g", "logger": logging.getLogger("x")}
-    assert consumers.native_unsupported(base) is None  # the logger is served (lines go to Python logging)
-    assert "takes no Python callbacks (oauth_cb)" in consumers.native_unsupported(base | {"oauth_cb": print})
+    assert native.unsupported(base) is None  # the logger is served (lines go to Python logging)
+    assert "takes no Python callbacks (oauth_cb)" in native.unsupported(base | {"oauth_cb": print})
     chosen = consumers.open_consumer(base | {"error_cb": print}, "auto")
     try:
         assert chosen.kind == "python"
