@@ -70,7 +70,7 @@ def main() -> None:
                                     "bytes": summary["bytes"]})
             print(f"  {client}: {summary['records']:,} records in {wall:.1f}s wall, {cpu:.1f} CPU-s, {rss:.0f} MB RSS")
     for client, runs in samples.items():
-        med = lambda k: statistics.median(s[k] for s in runs)
+        med = lambda k, runs=runs: statistics.median(s[k] for s in runs)
         records = runs[0]["records"]
         print(f"replay ({client}): records/s={records / med('wall'):,.0f} "
               f"MB/s={runs[0]['bytes'] / 1e6 / med('wall'):.1f} records/CPU-s={records / med('cpu'):,.0f} "
