@@ -3,8 +3,9 @@
 Produces N demo events (~200 B of Avro each) into a fresh topic, then archives them several
 times (a fresh archive prefix and consumer group per run) and prints medians of: records/s,
 records per CPU-second of the archiver process, MB/s of Avro input, peak RSS, archive bytes
-over raw Avro bytes. The baseline is the same job with the per-record fastavro decoder
-(ARCHIVER_DECODER=reference).
+over raw Avro bytes. `auto` is the default (the native consumer and the batch decoder);
+`python-client` the same with confluent-kafka's consumer (run.kafka_client = python); the
+baseline is the per-record fastavro decoder on confluent-kafka's consumer (ARCHIVER_DECODER=reference).
 
     infra/services up && eval "$(infra/services env)"
     .venv/bin/python bench/sink.py --records 1000000 --runs 3
@@ -66,13 +67,13 @@ def produce(topic: str, records: int, partitions: int, end_ms: int | None = None
     return raw
 
 
-def archive_once(topic: str, config: str, decoder: str) -> dict:
+def archive_once(topic: str, config: str, decoder: str, client: str = "auto") -> dict:
     prefix = f"bench/{uuid.uuid4().hex[:8]}"
     bucket = os.environ["ARCHIVER_ARCHIVE_URL"].removeprefix("s3://").split("/")[0]
     url = f"s3://{bucket}/{prefix}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_CATALOG_")} | {  # a new archive a run
         "ARCHIVER_ARCHIVE_URL": url, "ARCHIVER_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
-        "ARCHIVER_CONFIG": config, "ARCHIVER_DECODER": decoder}
+        "ARCHIVER_CONFIG": config, "ARCHIVER_DECODER": decoder, "ARCHIVER_KAFKA_CLIENT": client}
     started = time.monotonic()
     proc = subprocess.Popen([ARCHIVER, "run", "--once", "--topics", topic], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -95,6 +96,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--key-buckets", type=int, default=16)
     parser.add_argument("--baseline-runs", type=int, default=1, help="runs of the fastavro baseline (0: skip)")
+    parser.add_argument("--python-client-runs", type=int, default=None,
+                        help="runs with confluent-kafka's consumer instead of the native one (default: --runs)")
     parser.add_argument("--topic", help="reuse an already produced topic")
     parser.add_argument("--raw-bytes", type=int, help="raw Avro bytes of --topic")
     args = parser.parse_args()
@@ -111,14 +114,17 @@ def main() -> None:
         config = f.name
 
     results = {}
-    for decoder, runs in (("auto", args.runs), ("reference", args.baseline_runs)):
-        samples = [archive_once(topic, config, decoder) for _ in range(runs)]
+    python_runs = args.runs if args.python_client_runs is None else args.python_client_runs
+    variants = (("auto", "auto", "auto", args.runs), ("python-client", "auto", "python", python_runs),
+                ("reference", "reference", "python", args.baseline_runs))
+    for name, decoder, client, runs in variants:
+        samples = [archive_once(topic, config, decoder, client) for _ in range(runs)]
         for s in samples:
             assert s["rows"] == args.records, f"archived {s['rows']} of {args.records}"
         if samples:
-            results[decoder] = summarize(samples, args.records, raw)
-            print(f"{decoder:9}: " + ", ".join(f"{k}={v:,.3f}" if isinstance(v, float) else f"{k}={v}"
-                                               for k, v in results[decoder].items()))
+            results[name] = summarize(samples, args.records, raw)
+            print(f"{name:13}: " + ", ".join(f"{k}={v:,.3f}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in results[name].items()))
     if "reference" in results:
         ratio = results["auto"]["records_per_cpu_s"] / results["reference"]["records_per_cpu_s"]
         print(f"records per CPU-second vs the per-record fastavro baseline: {ratio:.2f}x")

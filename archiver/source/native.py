@@ -23,6 +23,8 @@ def unsupported(config: dict) -> str | None:
     callables = sorted(k for k, v in config.items() if callable(v) and k != "logger")
     if callables:
         return f"the native module takes no Python callbacks ({', '.join(callables)})"
+    if str(config.get("sasl.oauthbearer.method", "")).lower() == "oidc":
+        return "the native module is built without libcurl, which OAUTHBEARER OIDC needs"
     return None
 
 

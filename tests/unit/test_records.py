@@ -111,6 +111,8 @@ def test_settings_the_native_consumer_cannot_serve_are_named():
     base = {"bootstrap.servers": "localhost:1", "group.id": "g", "logger": logging.getLogger("x")}
     assert native.unsupported(base) is None  # the logger is served (lines go to Python logging)
     assert "takes no Python callbacks (oauth_cb)" in native.unsupported(base | {"oauth_cb": print})
+    oidc = {"sasl.mechanism": "OAUTHBEARER", "sasl.oauthbearer.method": "oidc"}
+    assert "without libcurl, which OAUTHBEARER OIDC needs" in native.unsupported(base | oidc)
     chosen = consumers.open_consumer(base | {"error_cb": print}, "auto")
     try:
         assert chosen.kind == "python"
