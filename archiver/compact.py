@@ -450,6 +450,7 @@ class _Output:
         partition is that partition's whole file; a shared one names each partition's row groups."""
         self._write_group()
         self.writer.close()
+        parquet.learn_dictionaries(self.schema, self.writer.writer.metadata)
         data = self.sink.getvalue()
         digest = hashlib.sha256(data).hexdigest()
         shared = len(self.parts) > 1
