@@ -436,9 +436,8 @@ def _register_target_schemas(archive, plan, target, registry_settings) -> dict[i
     import json
 
     import pyarrow.parquet as pq
-    from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    from archiver.codec.registry import Registry
+    from archiver.codec.registry import Registry, Rejected
     from archiver.errors import ConfigError
     from archiver.writer.parquet import writer_schemas_of
 
@@ -455,9 +454,9 @@ def _register_target_schemas(archive, plan, target, registry_settings) -> dict[i
                 continue
             try:
                 mapping[old_id] = registry.register(f"{target}-value", json.loads(text))
-            except SchemaRegistryError as e:  # a 4xx: the registry refuses it (unreachable: TransientError)
+            except Rejected as e:  # a 4xx: the registry refuses it (unreachable: TransientError)
                 raise ConfigError(f"target schema registry rejected schema id {old_id} for subject "
-                                  f"{target}-value: {e.error_message}") from None
+                                  f"{target}-value: {e.detail}") from None
     return mapping
 
 

@@ -14,8 +14,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaException, TopicPartition
-
 from archiver import layout, runtime
 from archiver.codec.keys import KeyDecoder
 from archiver.codec.registry import Registry
@@ -25,10 +23,11 @@ from archiver.errors import DeadLetterUndelivered, TerminalError, TransientError
 from archiver.layouts import LayoutGuard
 from archiver.ledger import FencedError
 from archiver.metrics import Heartbeat
-from archiver.retry import Backoff, retry
+from archiver.retry import Backoff
 from archiver.sink import Sink
 from archiver.source import kafka as source_kafka
-from archiver.source.consumer import open_consumer
+from archiver.source.consumer import GroupConsumer
+from archiver.source.deadletters import DeadLetters
 from archiver.source.records import Batch
 from archiver.store import REQUESTS, open_store
 from archiver.writer.buffer import Rotation
@@ -76,14 +75,16 @@ class Daemon:
     """One member of the archiver consumer group."""
 
     def __init__(self, settings: RunSettings, once: bool = False,
-                 progress: Callable[[Daemon], None] | None = None):
+                 progress: Callable[[Daemon], None] | None = None, consumer: GroupConsumer | None = None):
+        """`consumer`: the group member to consume with (tests give a fake); by default one built
+        from `settings`."""
         self.settings = settings
         self.once = once
         self.progress = progress  # called every tick (--once on a terminal draws a progress line)
         self.store = open_store(settings.archive_url)
         self.registry = Registry(settings.registry) if settings.registry else None
         self._decoders: dict[str, ValueDecoder] = {}
-        self._dlq = None
+        self.dead_letters = DeadLetters(settings.kafka, settings.dlq_topic)
         self._stop = False
         self.stopped_by: int | None = None  # the signal that stopped the run
         self._outages: dict[tuple[str, int], Outage] = {}
@@ -93,30 +94,12 @@ class Daemon:
         self.rebalances = 0
         self._highs: dict[tuple[str, int], int] = {}
         self.heartbeat = Heartbeat()
-        self.consumer = open_consumer(settings.kafka.client_config() | {
-            "group.id": settings.group_id,
-            "partition.assignment.strategy": "cooperative-sticky",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-            # Prefetch is memory too: fetched buffers stay allocated while any of their messages
-            # is queued, so keep it to a few MB. A short backoff when the queue is full keeps a
-            # small queue from starving the loop (the default 1 s wait made fetching the bottleneck).
-            "fetch.max.bytes": 2_097_152,
-            "max.partition.fetch.bytes": 1_048_576,
-            "queued.max.messages.kbytes": 2_048,
-            "queued.min.messages": 2_000,
-            "fetch.queue.backoff.ms": 20,
-            "max.poll.interval.ms": 600_000,
-            "session.timeout.ms": settings.session_timeout_ms,
-        } | ({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}),
-            settings.kafka_client)
-        dead_letter = self._dead_letter if settings.on_decode_error == "dlq" else None
+        self.consumer = consumer if consumer is not None else GroupConsumer(settings)
+        dead_letter = self.dead_letters.send if settings.on_decode_error == "dlq" else None
         self.sink = Sink(self.store, settings.for_topic, self._decoder, self._commit_offset, dead_letter,
-                         self._flush_dead_letters)
+                         self.dead_letters.flush)
         self.sink.key_decoder_for = self._key_decoder
-        self.sink.log_start = self._log_start
+        self.sink.log_start = self.consumer.log_start
         self.sink.check_layout = LayoutGuard(self.store, settings).check
         self._key_decoders: dict[str, KeyDecoder] = {}
         self.publishing = None
@@ -150,100 +133,45 @@ class Daemon:
             self._key_decoders[topic] = KeyDecoder(self.registry, native_allowed=self.settings.decoder == "auto")
         return self._key_decoders[topic]
 
-    def _log_start(self, topic: str, partition: int) -> int | None:
-        try:
-            return self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)[0]
-        except KafkaException as e:
-            logger.warning("cannot read the log start offset of %s[%d]: %s", topic, partition, e)
-            return None
-
     def _commit_offset(self, topic: str, partition: int, offset: int) -> None:
         """After each commit to the archive: Kafka's offset follows, and a commit ends an outage."""
         outage = self._outages.get((topic, partition))
         if outage is not None and not outage.paused:
             self._recovered(topic, partition)
-        self.consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=True)
-
-    def _dead_letter(self, message, reason: str) -> None:
-        if self._dlq is None:
-            self._dlq = source_kafka.producer(self.settings.kafka, **{"linger.ms": 5})
-        headers = list(message.headers() or []) + [
-            ("archiver.error", reason.encode()), ("archiver.topic", message.topic().encode()),
-            ("archiver.partition", str(message.partition()).encode()),
-            ("archiver.offset", str(message.offset()).encode()),
-        ]
-        ts_type, ts = message.timestamp()
-        try:
-            self._dlq.produce_from(f"dead letter of {message.topic()}[{message.partition()}] offset {message.offset()}",
-                                   self.settings.dlq_topic, message.value(), message.key(), headers=headers,
-                                   timestamp=ts if ts_type else 0)
-        except (BufferError, KafkaException) as e:  # the local queue is full: the topic is not taking them
-            raise DeadLetterUndelivered(f"dead-letter topic {self.settings.dlq_topic!r} is not taking records: "
-                                        f"{e}") from e
-        self._dlq.poll(0)
-
-    def _flush_dead_letters(self) -> None:
-        """Every dead letter durable before the range holding it is committed; an outage otherwise."""
-        if self._dlq is None:
-            return
-        try:
-            source_kafka.flush(self._dlq, timeout=30)
-        except (TransientError, TerminalError) as e:
-            self._dlq.discard()  # the partitions holding them consume again and re-send every one
-            raise DeadLetterUndelivered(f"dead-letter topic {self.settings.dlq_topic!r}: {e}") from e
+        self.consumer.commit(topic, partition, offset)
 
     # --- rebalances ----------------------------------------------------------------------------
 
-    def _on_assign(self, consumer, partitions) -> None:
+    def _on_assign(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        """Where each assigned partition starts: after what the archive holds, else at Kafka's
+        committed offset, else the earliest (None)."""
         self.rebalances += 1
-        starts = {(tp.topic, tp.partition): self.sink.assign(tp.topic, tp.partition) for tp in partitions}
-        unknown = [tp for tp in partitions if starts[(tp.topic, tp.partition)] is None]
-        committed = self._committed(consumer, unknown) if unknown else {}
-        positions = []
+        starts = {tp: self.sink.assign(*tp) for tp in partitions}
+        unknown = [tp for tp in partitions if starts[tp] is None]
+        committed = self.consumer.committed(unknown) if unknown else {}
+        positions = {}
         for tp in partitions:
-            start = starts[(tp.topic, tp.partition)]
-            if start is None:  # never archived: Kafka's committed offset, else the earliest
-                start = committed.get((tp.topic, tp.partition), OFFSET_INVALID)
-                start = start if start >= 0 else OFFSET_BEGINNING
-            self._starts[(tp.topic, tp.partition)] = start
-            positions.append(TopicPartition(tp.topic, tp.partition, start))
-            logger.info("assigned %s[%d], starting at %s", tp.topic, tp.partition, start)
+            start = starts[tp] if starts[tp] is not None else committed.get(tp)
+            self._starts[tp] = start
+            positions[tp] = start
+            logger.info("assigned %s[%d], starting at %s", *tp, "the earliest offset" if start is None else start)
         if self.once:
-            self._record_ends(partitions)
-        consumer.incremental_assign(positions)
+            for tp in partitions:
+                if tp not in self._ends:
+                    self._ends[tp] = self.consumer.end(*tp)
+        return positions
 
-    @staticmethod
-    def _committed(consumer, partitions) -> dict[tuple[str, int], int]:
-        """Kafka's committed offsets, retried: a busy group coordinator may time out mid-rebalance."""
-        def read():
-            return {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=10)}
-
-        try:
-            return retry(read, attempts=3, retry_on=(KafkaException,), on_retry=lambda n, e: logger.warning(
-                "committed offsets not available (attempt %d of 3): %s", n, e))
-        except KafkaException as e:
-            logger.warning("starting never-archived partitions at their earliest offset: %s", e)
-            return {}
-
-    def _on_revoke(self, consumer, partitions) -> None:
+    def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         self.rebalances += 1
         for tp in partitions:
-            self.sink.release(tp.topic, tp.partition, flush=True)
-            self._outages.pop((tp.topic, tp.partition), None)
-        consumer.incremental_unassign(partitions)
+            self.sink.release(*tp, flush=True)
+            self._outages.pop(tp, None)
 
-    def _on_lost(self, consumer, partitions) -> None:
+    def _on_lost(self, partitions: list[tuple[str, int]]) -> None:
         self.rebalances += 1
         for tp in partitions:
-            self.sink.release(tp.topic, tp.partition, flush=False)
-            self._outages.pop((tp.topic, tp.partition), None)
-        consumer.incremental_unassign(partitions)
-
-    def _record_ends(self, partitions) -> None:
-        for tp in partitions:
-            if (tp.topic, tp.partition) not in self._ends:
-                low, high = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30)
-                self._ends[(tp.topic, tp.partition)] = high if high > low else -1
+            self.sink.release(*tp, flush=False)
+            self._outages.pop(tp, None)
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -272,15 +200,8 @@ class Daemon:
         return out
 
     def _record_highs(self) -> None:
-        highs = {}
-        for topic, partition in list(self.sink.owned):
-            try:
-                watermarks = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-            except KafkaException:
-                continue
-            if watermarks and watermarks[1] >= 0:
-                highs[(topic, partition)] = watermarks[1]
-        self._highs = highs
+        highs = {key: self.consumer.high_watermark(*key) for key in list(self.sink.owned)}
+        self._highs = {key: high for key, high in highs.items() if high is not None}
 
     def _serve_metrics(self):
         if not self.settings.metrics_address:
@@ -352,7 +273,7 @@ class Daemon:
             topics = ["^" + self.settings.topic_pattern.removeprefix("^")]
         else:
             topics = [layout.check_topic(t) for t in self.settings.topics]
-            existing = source_kafka.list_topics(self.settings.kafka)
+            existing = self.consumer.topics()
             missing = [t for t in topics if t not in existing]
             if missing:
                 raise TerminalError(f"topic {missing[0]!r} does not exist in {self.settings.kafka.bootstrap_servers}")
@@ -363,7 +284,7 @@ class Daemon:
     def _poll(self) -> bool:
         """Consume and dispatch one batch; True when records came. The batch is freed on return,
         not held through the next consume()."""
-        batches = self.consumer.consume_batches(POLL_BATCH, timeout=0.5)
+        batches = self.consumer.batches(POLL_BATCH, timeout=0.5)
         self._dispatch(batches)
         return bool(batches)
 
@@ -388,8 +309,7 @@ class Daemon:
             self._reclaim(topic, partition)
 
     def _reclaim(self, topic: str, partition: int) -> None:
-        start = self.sink.assign(topic, partition)
-        self.consumer.seek(TopicPartition(topic, partition, start if start is not None else OFFSET_BEGINNING))
+        self.consumer.seek(topic, partition, self.sink.assign(topic, partition))
 
     # --- outages: pause, back off, resume where the archive stopped ---------------------------
 
@@ -407,7 +327,7 @@ class Daemon:
             outage.paused = True
             delay = outage.backoff.next_delay()
             outage.retry_at = now + delay
-            self.consumer.pause([TopicPartition(*key)])
+            self.consumer.pause(*key)
             logger.warning("paused %s[%d] for %.1fs, waiting for the %s: %s", *key, delay, error.waiting_for, error)
 
     def _retry_outages(self) -> None:
@@ -466,11 +386,9 @@ class Daemon:
             return
         offset = self.sink.resume_offset(topic, partition)
         if offset is None:  # nothing consumed yet: where the assignment started it
-            offset = self._starts.get((topic, partition), OFFSET_BEGINNING)
-        tp = TopicPartition(topic, partition, offset)
-        self.consumer.resume([tp])
-        self.consumer.seek(tp)
-        logger.info("resumed %s[%d] at offset %s", topic, partition, offset)
+            offset = self._starts.get((topic, partition))
+        self.consumer.resume(topic, partition, offset)
+        logger.info("resumed %s[%d] at offset %s", topic, partition, "the earliest" if offset is None else offset)
 
     def _reached_ends(self) -> bool:
         if not self._ends or not self.sink.owned:
@@ -481,11 +399,8 @@ class Daemon:
                 continue
             position = owned.buffer.end
             if end >= 0 and (position is None or position < end):
-                try:
-                    position = self.consumer.position([TopicPartition(*key)])[0].offset
-                except KafkaException:
-                    return False
-                if position < end or key in self._outages:
+                position = self.consumer.position(*key)
+                if position is None or position < end or key in self._outages:
                     return False
         return True
 
@@ -539,12 +454,8 @@ class Daemon:
             self.compaction.close()
         if self.publishing is not None:
             self.publishing.close()
-        try:
-            self.consumer.close()
-        except KafkaException as e:
-            logger.warning("closing the consumer: %s", e)
+        self.consumer.close()
         self.sink.close()
-        if self._dlq is not None:
-            self._dlq.flush(10)
+        self.dead_letters.close()
         if self.registry is not None:
             self.registry.close()

@@ -60,7 +60,7 @@ class DaemonCollector:
 
         d = self.daemon
         s = d.sink.stats
-        yield from self._build_info()
+        yield from self._build_info(getattr(getattr(self.daemon, "consumer", None), "kind", "python"))
         topics = dict(s.topics)
         for name, attr, doc in [
             ("archiver_records_in", "records_in", "Records consumed from Kafka"),
@@ -134,17 +134,17 @@ class DaemonCollector:
 
 
     @staticmethod
-    def _build_info():
+    def _build_info(kafka_client: str):
         import platform
 
-        from confluent_kafka import libversion
         from prometheus_client.core import GaugeMetricFamily
 
         from archiver import __version__
+        from archiver.source.kafka import librdkafka_version
 
         info = GaugeMetricFamily("archiver_build_info", "archiver's version and its main libraries; always 1",
-                                 labels=["version", "python", "librdkafka"])
-        info.add_metric([__version__, platform.python_version(), libversion()[0]], 1)
+                                 labels=["version", "python", "librdkafka", "kafka_client"])
+        info.add_metric([__version__, platform.python_version(), librdkafka_version(kafka_client), kafka_client], 1)
         yield info
 
 

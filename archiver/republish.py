@@ -22,11 +22,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from archiver import partitioner
 from archiver.config import KafkaSettings
-from archiver.errors import ConfigError, NotFound, TransientError
+from archiver.errors import ConfigError, NotFound
 from archiver.replay import RateLimiter, Selection
 from archiver.source import kafka as source_kafka
 from archiver.source.producer import open_producer
@@ -73,32 +72,12 @@ class KafkaCheckpoint:
 
     def load(self) -> dict[int, int]:
         source_kafka.ensure_topic(self.kafka, CHECKPOINT_TOPIC, 1, config={"cleanup.policy": "compact"})
-        consumer = Consumer(self.kafka.client_config() | {"group.id": "archiver-replay-checkpoints",
-                                                          "isolation.level": "read_committed",
-                                                          "enable.auto.commit": False})
-        try:
-            tp = TopicPartition(CHECKPOINT_TOPIC, 0)
-            low, high = consumer.get_watermark_offsets(tp, timeout=30)
-            progress: dict[int, int] = {}
-            if high <= low:
-                return progress
-            consumer.assign([TopicPartition(CHECKPOINT_TOPIC, 0, OFFSET_BEGINNING)])
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                message = consumer.poll(1.0)
-                if message is None:
-                    if consumer.position([tp])[0].offset >= high:
-                        break
-                    continue
-                if not message.error() and message.key() == self.name.encode() and message.value():
-                    doc = json.loads(message.value())
-                    progress = {int(p): o for p, o in doc["last_offsets"].items()}
-                    self.saved_identity = _identity_of(doc)
-                if message.offset() + 1 >= high:
-                    break
-            return progress
-        finally:
-            consumer.close()
+        value = source_kafka.latest_value(self.kafka, CHECKPOINT_TOPIC, self.name.encode())
+        if value is None:
+            return {}
+        doc = json.loads(value)
+        self.saved_identity = _identity_of(doc)
+        return {int(p): o for p, o in doc["last_offsets"].items()}
 
     def record(self, progress: dict[int, int]) -> tuple[bytes, bytes]:
         doc = {"last_offsets": progress, "saved_at": time.time()} | self.identity
@@ -278,10 +257,7 @@ class Publisher:
         if self.transactional:
             key, value = self.checkpoint.record(progress)
             self.producer.produce(CHECKPOINT_TOPIC, value, key)
-            try:
-                self.producer.commit_transaction(60)
-            except KafkaException as e:
-                raise TransientError(f"replay transaction failed: {e.args[0].str()}") from e
+            self.producer.commit_transaction(60)  # TransientError when it fails
             return
         source_kafka.flush(self.producer, timeout=120)
         if self.checkpoint is not None:

@@ -17,24 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import OffsetSpec
-
 from archiver import layout
 from archiver.archive import Archive
-from archiver.config import KafkaSettings, RunSettings, load_run_settings
-from archiver.errors import ConfigError, TransientError
+from archiver.config import RunSettings, load_run_settings
+from archiver.errors import ConfigError
 from archiver.ledger import Entry, PartitionLedger
 from archiver.source import kafka as source_kafka
-
-
-@dataclass(frozen=True)
-class KafkaOffsets:
-    """What Kafka says about one partition."""
-
-    log_start: int
-    end: int
-    committed: int | None  # the archiver group's committed offset; None when it has none
+from archiver.source.kafka import KafkaOffsets
 
 
 @dataclass
@@ -152,31 +141,6 @@ def _compare_with_kafka(s: PartitionStatus, kafka: KafkaOffsets) -> None:
 # --- Kafka (I/O) -------------------------------------------------------------------------------
 
 
-def kafka_offsets(settings: KafkaSettings, group_id: str, partitions: Mapping[str, int],
-                  timeout: float = 15.0) -> dict[tuple[str, int], KafkaOffsets]:
-    """Log-start, end and the group's committed offset of every partition of `partitions` (topic -> count)."""
-    tps = [TopicPartition(t, p) for t, count in sorted(partitions.items()) for p in range(count)]
-    if not tps:
-        return {}
-    client = source_kafka.admin(settings)
-    try:
-        starts = _list_offsets(client, tps, OffsetSpec.earliest(), timeout)
-        ends = _list_offsets(client, tps, OffsetSpec.latest(), timeout)
-        request = [ConsumerGroupTopicPartitions(group_id, tps)]
-        future = client.list_consumer_group_offsets(request, request_timeout=timeout)[group_id]
-        committed = {(tp.topic, tp.partition): tp.offset for tp in future.result(timeout).topic_partitions}
-    except KafkaException as e:
-        raise TransientError(f"kafka at {settings.bootstrap_servers}: offsets not available: "
-                             f"{e.args[0].str()}") from e
-    return {key: KafkaOffsets(starts[key], ends[key], committed[key] if committed.get(key, -1) >= 0 else None)
-            for key in starts}
-
-
-def _list_offsets(client, tps: list[TopicPartition], spec: OffsetSpec, timeout: float) -> dict[tuple[str, int], int]:
-    futures = client.list_offsets({tp: spec for tp in tps}, request_timeout=timeout)
-    return {(tp.topic, tp.partition): f.result(timeout).offset for tp, f in futures.items()}
-
-
 # --- putting it together --------------------------------------------------------------------
 
 
@@ -215,7 +179,7 @@ def status(settings: RunSettings, archive: Archive, requested: Iterable[str] | N
     archive.require()
     in_kafka = source_kafka.list_topics(settings.kafka)
     topics = select_topics(requested, settings, archive.topics(), in_kafka)
-    offsets = kafka_offsets(settings.kafka, settings.group_id, {t: in_kafka[t] for t in topics if t in in_kafka})
+    offsets = source_kafka.group_offsets(settings.kafka, settings.group_id, {t: in_kafka[t] for t in topics if t in in_kafka})
     report = StatusReport(settings.group_id, [])
     for topic in topics:
         for partition in sorted(set(archive.partitions(topic)) | set(range(in_kafka.get(topic, 0)))):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Self
 import fastavro
 
 from archiver.config import RegistrySettings
-from archiver.errors import NotFound, RegistryUnavailable, TerminalError
+from archiver.errors import ConfigError, NotFound, RegistryUnavailable, TerminalError
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -103,7 +103,17 @@ def _translate(error: SchemaRegistryError, doing: str) -> Exception:
     if status in (401, 403):
         return TerminalError(f"schema registry refused the credentials while {doing}: HTTP {status} "
                              f"{error.error_message}")
-    return error
+    return Rejected(f"schema registry rejected it while {doing}: HTTP {status} {error.error_message}",
+                    error.error_message)
+
+
+class Rejected(ConfigError):
+    """The registry refused a request (a 4xx other than not found or credentials): an invalid or
+    incompatible schema. `detail` is the registry's own message."""
+
+    def __init__(self, message: str, detail: str):
+        super().__init__(message)
+        self.detail = detail
 
 
 def _describe(error: Exception) -> str:

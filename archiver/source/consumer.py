@@ -15,10 +15,13 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from archiver.config import RunSettings
 from archiver.errors import TerminalError
+from archiver.retry import retry
 from archiver.source import native
+from archiver.source.kafka import list_topics
 from archiver.source.records import Batch
 
 logger = logging.getLogger(__name__)
@@ -141,3 +144,125 @@ def _kafka_error(fatal: bool, reason: str) -> None:
     if fatal:
         raise TerminalError(f"kafka: {reason}")
     logger.warning("kafka: %s", reason)
+
+
+TP = tuple[str, int]
+
+
+class GroupConsumer:
+    """The archiver's member of its consumer group: the Kafka settings it consumes with,
+    assignments, positions, commits and watermarks by (topic, partition), and Kafka's errors as
+    archiver's or as log lines. The daemon sees no Kafka client type."""
+
+    def __init__(self, settings: RunSettings):
+        self.settings = settings
+        self.client = open_consumer(settings.kafka.client_config() | {
+            "group.id": settings.group_id,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            # Prefetch is memory too: fetched buffers stay allocated while any of their messages
+            # is queued, so keep it to a few MB. A short backoff when the queue is full keeps a
+            # small queue from starving the loop (the default 1 s wait made fetching the bottleneck).
+            "fetch.max.bytes": 2_097_152,
+            "max.partition.fetch.bytes": 1_048_576,
+            "queued.max.messages.kbytes": 2_048,
+            "queued.min.messages": 2_000,
+            "fetch.queue.backoff.ms": 20,
+            "max.poll.interval.ms": 600_000,
+            "session.timeout.ms": settings.session_timeout_ms,
+        } | ({"group.instance.id": settings.group_instance_id} if settings.group_instance_id else {}),
+            settings.kafka_client)
+        self.kind = self.client.kind
+
+    def topics(self) -> dict[str, int]:
+        """Topic name -> partition count of every topic in the cluster."""
+        return list_topics(self.settings.kafka)
+
+    def subscribe(self, topics: list[str], on_assign: Callable[[list[TP]], dict[TP, int | None]],
+                  on_revoke: Callable[[list[TP]], None], on_lost: Callable[[list[TP]], None]) -> None:
+        """`on_assign` returns where each assigned partition starts (None: its earliest offset);
+        after `on_revoke` and `on_lost` the partitions are unassigned."""
+        def assigned(client, partitions):
+            starts = on_assign([(tp.topic, tp.partition) for tp in partitions])
+            client.incremental_assign([TopicPartition(t, p, OFFSET_BEGINNING if o is None else o)
+                                       for (t, p), o in starts.items()])
+
+        def taken(handler):
+            def callback(client, partitions):
+                handler([(tp.topic, tp.partition) for tp in partitions])
+                client.incremental_unassign(partitions)
+            return callback
+
+        self.client.subscribe(topics, on_assign=assigned, on_revoke=taken(on_revoke), on_lost=taken(on_lost))
+
+    def batches(self, count: int, timeout: float) -> list[Batch]:
+        return self.client.consume_batches(count, timeout)
+
+    def committed(self, partitions: list[TP]) -> dict[TP, int]:
+        """Kafka's committed offsets of `partitions` (those without one left out), retried: a busy
+        group coordinator may time out mid-rebalance. Empty when they stay unavailable."""
+        def read():
+            tps = [TopicPartition(t, p) for t, p in partitions]
+            return {(tp.topic, tp.partition): tp.offset for tp in self.client.committed(tps, timeout=10)
+                    if tp.offset >= 0}
+
+        try:
+            return retry(read, attempts=3, retry_on=(KafkaException,), on_retry=lambda n, e: logger.warning(
+                "committed offsets not available (attempt %d of 3): %s", n, e))
+        except KafkaException as e:
+            logger.warning("starting never-archived partitions at their earliest offset: %s", e)
+            return {}
+
+    def commit(self, topic: str, partition: int, offset: int) -> None:
+        """Commit `offset` (the next to consume) to Kafka, asynchronously: the archive is the truth."""
+        self.client.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=True)
+
+    def log_start(self, topic: str, partition: int) -> int | None:
+        """Kafka's log start offset (asked of the broker), or None when it cannot be read."""
+        try:
+            return self.client.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)[0]
+        except KafkaException as e:
+            logger.warning("cannot read the log start offset of %s[%d]: %s", topic, partition, e)
+            return None
+
+    def end(self, topic: str, partition: int) -> int:
+        """The offset after the last record (asked of the broker), -1 for an empty partition."""
+        low, high = self.client.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        return high if high > low else -1
+
+    def high_watermark(self, topic: str, partition: int) -> int | None:
+        """The high watermark as last fetched (no request), None when unknown."""
+        try:
+            watermarks = self.client.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+        except KafkaException:
+            return None
+        return watermarks[1] if watermarks and watermarks[1] >= 0 else None
+
+    def position(self, topic: str, partition: int) -> int | None:
+        try:
+            return self.client.position([TopicPartition(topic, partition)])[0].offset
+        except KafkaException:
+            return None
+
+    def seek(self, topic: str, partition: int, offset: int | None) -> None:
+        """Consume from `offset` next (None: the earliest)."""
+        self.client.seek(TopicPartition(topic, partition, OFFSET_BEGINNING if offset is None else offset))
+
+    def pause(self, topic: str, partition: int) -> None:
+        self.client.pause([TopicPartition(topic, partition)])
+
+    def resume(self, topic: str, partition: int, offset: int | None) -> None:
+        """Fetch again, from `offset` (None: the earliest)."""
+        tp = TopicPartition(topic, partition, OFFSET_BEGINNING if offset is None else offset)
+        self.client.resume([tp])
+        self.client.seek(tp)
+
+    def close(self) -> None:
+        """Leave the group (the revoke callback runs first); an error is only logged."""
+        try:
+            self.client.close()
+        except KafkaException as e:
+            logger.warning("closing the consumer: %s", e)

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+    libversion,
+)
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from archiver.config import KafkaSettings
 from archiver.errors import TerminalError, TransientError
+
+
+def librdkafka_version(kafka_client: str = "python") -> str:
+    """The librdkafka version of the native module (`kafka_client` native) or of confluent-kafka."""
+    if kafka_client == "native":
+        import archiver_native
+
+        return archiver_native.LIBRDKAFKA_VERSION
+    return libversion()[0]
 
 
 def admin(settings: KafkaSettings) -> AdminClient:
@@ -147,5 +166,68 @@ def read_to_end(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> I
             yield message
             if message.offset() + 1 >= ends.get(message.partition(), 0):
                 ends.pop(message.partition(), None)
+    finally:
+        consumer.close()
+
+
+@dataclass(frozen=True)
+class KafkaOffsets:
+    """What Kafka says about one partition."""
+
+    log_start: int
+    end: int
+    committed: int | None  # the archiver group's committed offset; None when it has none
+
+
+def group_offsets(settings: KafkaSettings, group_id: str, partitions: Mapping[str, int],
+                  timeout: float = 15.0) -> dict[tuple[str, int], KafkaOffsets]:
+    """Log-start, end and the group's committed offset of every partition of `partitions` (topic -> count)."""
+    tps = [TopicPartition(t, p) for t, count in sorted(partitions.items()) for p in range(count)]
+    if not tps:
+        return {}
+    client = admin(settings)
+    try:
+        starts = _list_offsets(client, tps, OffsetSpec.earliest(), timeout)
+        ends = _list_offsets(client, tps, OffsetSpec.latest(), timeout)
+        request = [ConsumerGroupTopicPartitions(group_id, tps)]
+        future = client.list_consumer_group_offsets(request, request_timeout=timeout)[group_id]
+        committed = {(tp.topic, tp.partition): tp.offset for tp in future.result(timeout).topic_partitions}
+    except KafkaException as e:
+        raise TransientError(f"kafka at {settings.bootstrap_servers}: offsets not available: "
+                             f"{e.args[0].str()}") from e
+    return {key: KafkaOffsets(starts[key], ends[key], committed[key] if committed.get(key, -1) >= 0 else None)
+            for key in starts}
+
+
+def _list_offsets(client, tps: list[TopicPartition], spec: OffsetSpec, timeout: float) -> dict[tuple[str, int], int]:
+    futures = client.list_offsets({tp: spec for tp in tps}, request_timeout=timeout)
+    return {(tp.topic, tp.partition): f.result(timeout).offset for tp, f in futures.items()}
+
+
+def latest_value(settings: KafkaSettings, topic: str, key: bytes, timeout: float = 60.0) -> bytes | None:
+    """The value of the last committed record with `key` in partition 0 of `topic` (read
+    committed: records of aborted transactions are skipped), None when there is none."""
+    consumer = Consumer(settings.client_config() | {"group.id": "archiver-replay-checkpoints",
+                                                     "isolation.level": "read_committed",
+                                                     "enable.auto.commit": False})
+    try:
+        tp = TopicPartition(topic, 0)
+        low, high = consumer.get_watermark_offsets(tp, timeout=30)
+        found = None
+        if high <= low:
+            return found
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None:
+                if consumer.position([tp])[0].offset >= high:
+                    break
+                continue
+            if not message.error() and message.key() == key and message.value():
+                found = message.value()
+            if message.offset() + 1 >= high:
+                break
+        return found
     finally:
         consumer.close()

@@ -13,8 +13,9 @@ import logging
 
 import numpy as np
 import pyarrow as pa
+from confluent_kafka import KafkaException
 
-from archiver.errors import TerminalError
+from archiver.errors import TerminalError, TransientError
 from archiver.source import native
 from archiver.source.kafka import CheckedProducer
 from archiver.source.records import Batch
@@ -52,6 +53,13 @@ class PythonProducer(CheckedProducer):
     """confluent-kafka's producer, a batch produced record by record."""
 
     kind = "python"
+
+    def commit_transaction(self, timeout: float = 60.0) -> None:
+        """Raises TransientError when the transaction fails (nothing of it is visible)."""
+        try:
+            super().commit_transaction(timeout)
+        except KafkaException as e:
+            raise TransientError(f"replay transaction failed: {e.args[0].str()}") from e
 
     def produce_batch(self, topic: str, batch: Batch, partitions: np.ndarray, lineage: str | None = None,
                       schema_ids: dict[int, int] | None = None) -> int:
@@ -135,7 +143,11 @@ class NativeProducer:
         self._call("begin_transaction")
 
     def commit_transaction(self, timeout: float = 60.0) -> None:
-        self._call("commit_transaction", timeout)
+        """Raises TransientError when the transaction fails (nothing of it is visible)."""
+        try:
+            self._call("commit_transaction", timeout)
+        except KafkaException as e:
+            raise TransientError(f"replay transaction failed: {e.args[0].str()}") from e
 
     def abort_transaction(self, timeout: float = 60.0) -> None:
         self._call("abort_transaction", timeout)

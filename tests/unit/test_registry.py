@@ -43,6 +43,7 @@ def _registry_error(status: int, code: int):
     (429, -1, "RegistryUnavailable"),
     (401, 40101, "TerminalError"),
     (403, 40301, "TerminalError"),
+    (409, 409, "Rejected"),  # an incompatible schema: the registry's own refusal, with its message
 ])
 def test_only_the_registrys_own_not_found_is_permanent(status, code, expected):
     from archiver.codec.registry import _translate
