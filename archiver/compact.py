@@ -47,8 +47,17 @@ import pyarrow.parquet as pq
 
 from archiver import layout
 from archiver.archive import Archive
-from archiver.errors import ConfigError, NotFound, PreconditionFailed
-from archiver.ledger import ABORTED, COMMITTED, Entry, FileEntry, LedgerView, PartitionLedger, writer_id
+from archiver.errors import ConfigError, NotFound
+from archiver.ledger import (
+    ABORTED,
+    COMMITTED,
+    Entry,
+    FileEntry,
+    LedgerView,
+    PartitionLedger,
+    append,
+    writer_id,
+)
 from archiver.store import ObjectStore
 from archiver.writer import parquet
 
@@ -339,23 +348,23 @@ class _Compaction:
 
     def _commit(self, entry: Entry) -> Entry | None:
         topic, partition = self.ledger.topic, self.ledger.partition
-        while True:
-            entry = dataclasses.replace(entry, committed_at=self.now())
-            try:
-                self.store.put(layout.ledger_key(topic, partition, entry.seq), entry.to_json(), if_absent=True)
-            except PreconditionFailed:
-                view = self.ledger.view()
-                if not still_live(view, self.run):
-                    logger.warning("compaction of %s[%d] lost its run to another compaction; discarded",
-                                   topic, partition)
-                    return None
-                head = view.head
-                entry = dataclasses.replace(entry, seq=head.seq + 1, epoch=head.epoch, frontier=head.next_offset)
-                continue
+
+        def after_head(entry: Entry, _existing: Entry) -> Entry | None:
+            view = self.ledger.view()
+            if not still_live(view, self.run):
+                logger.warning("compaction of %s[%d] lost its run to another compaction; discarded", topic, partition)
+                return None
+            head = view.head
+            return dataclasses.replace(entry, seq=head.seq + 1, epoch=head.epoch, frontier=head.next_offset,
+                                       committed_at=self.now())
+
+        committed = append(self.store, topic, partition, dataclasses.replace(entry, committed_at=self.now()),
+                                  after_head)
+        if committed is not None:
             logger.info("compacted %s[%d]: %d file(s) in %d director(y/ies) → seq %d, replacing %d entr(y/ies)",
-                        topic, partition, sum(len(v) for v in self.merge.values()), len(self.merge), entry.seq,
+                        topic, partition, sum(len(v) for v in self.merge.values()), len(self.merge), committed.seq,
                         len(self.run))
-            return entry
+        return committed
 
     def _merge_directory(self, directories: str, files: list[FileEntry]) -> list[dict[int, FileEntry]]:
         def name(partition: int, f: FileEntry) -> str:

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from archiver import compact, layout
-from archiver.errors import NotFound, PreconditionFailed
+from archiver.errors import NotFound
 from archiver.ledger import (
     ABORTED,
     COMMITTED,
@@ -48,6 +48,7 @@ from archiver.ledger import (
     FileEntry,
     LedgerView,
     PartitionLedger,
+    append,
     writer_id,
 )
 from archiver.store import ObjectStore
@@ -208,20 +209,17 @@ class _Merge:
                       records=sum(e.records for e in run), dead_lettered=sum(e.dead_lettered for e in run),
                       replaces=[e.seq for e in run], writer=writer_id(), frontier=head.next_offset,
                       lost=[r for e in run for r in e.lost], group=self.group)
-        while True:
-            entry = dataclasses.replace(entry, committed_at=self.now())
-            try:
-                self.store.put(layout.ledger_key(self.topic, member.partition, entry.seq), entry.to_json(),
-                               if_absent=True)
-                return entry
-            except PreconditionFailed:
-                view = ledger.view()
-                if not compact.still_live(view, run):
-                    logger.warning("merge %s of %s lost partition %d's run to another compaction; aborting",
-                                   self.group, self.topic, member.partition)
-                    return None
-                entry = dataclasses.replace(entry, seq=view.head.seq + 1, epoch=view.head.epoch,
-                                            frontier=view.head.next_offset)
+        def after_head(entry: Entry, _existing: Entry) -> Entry | None:
+            view = ledger.view()
+            if not compact.still_live(view, run):
+                logger.warning("merge %s of %s lost partition %d's run to another compaction; aborting",
+                               self.group, self.topic, member.partition)
+                return None
+            return dataclasses.replace(entry, seq=view.head.seq + 1, epoch=view.head.epoch,
+                                       frontier=view.head.next_offset, committed_at=self.now())
+
+        return append(self.store, self.topic, member.partition, dataclasses.replace(entry, committed_at=self.now()),
+                      after_head)
 
 
 def remove_stale(store: ObjectStore, topic: str, settings: compact.CompactSettings, now: float) -> int:

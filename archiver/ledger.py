@@ -234,6 +234,32 @@ def writer_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def append(store: ObjectStore, topic: str, partition: int, entry: Entry,
+           on_taken: typing.Callable[[Entry, Entry], Entry | None]) -> Entry | None:
+    """Put `entry` at its seq of the partition's ledger, If-None-Match: the one write that commits
+    anything to a partition. The writer's commits, compactions and the prepared entries of merges
+    across partitions all go through here.
+
+    When the seq is taken by this very entry (a put retried after its first attempt succeeded
+    and its answer was lost), the entry is committed: never treat one's own commit as lost, or
+    the files it names would be deleted. When another entry took it, `on_taken(entry, existing)`
+    returns the entry to try instead (at another seq), or None to give up; it may raise.
+    Returns the committed entry, or None.
+    """
+    while True:
+        key = layout.ledger_key(topic, partition, entry.seq)
+        try:
+            store.put(key, entry.to_json(), if_absent=True)
+            return entry
+        except PreconditionFailed:
+            existing = Entry.from_json(store.get(key))
+            if existing == entry:
+                return entry
+            entry = on_taken(entry, existing)
+            if entry is None:
+                return None
+
+
 class FencedError(TerminalError):
     """Another owner took the next ledger sequence: this writer no longer owns the partition."""
 
@@ -406,22 +432,17 @@ class PartitionLedger:
         """
         assert entry.seq == self.head.seq + 1 and entry.epoch == self.epoch
         intent = layout.intent_key(self.topic, self.partition, entry.seq, self.epoch)
-        while True:
-            key = layout.ledger_key(self.topic, self.partition, entry.seq)
-            try:
-                self.store.put(key, entry.to_json(), if_absent=True)
-                break
-            except PreconditionFailed:
-                existing = Entry.from_json(self.store.get(key))
-                if existing == entry:  # our own earlier attempt whose response was lost
-                    break
-                if existing.kind != "compaction" or existing.epoch != self.epoch:
-                    raise FencedError(f"{self.topic}[{self.partition}] seq {entry.seq} taken by epoch "
-                                      f"{existing.epoch} ({existing.writer}); this writer (epoch {self.epoch}) "
-                                      f"lost the partition") from None
-                logger.info("%s[%d] seq %d taken by a compaction; committing at seq %d",
-                            self.topic, self.partition, entry.seq, entry.seq + 1)
-                entry = dataclasses.replace(entry, seq=entry.seq + 1)
+
+        def step_over_compactions(entry: Entry, existing: Entry) -> Entry:
+            if existing.kind != "compaction" or existing.epoch != self.epoch:
+                raise FencedError(f"{self.topic}[{self.partition}] seq {entry.seq} taken by epoch "
+                                  f"{existing.epoch} ({existing.writer}); this writer (epoch {self.epoch}) "
+                                  "lost the partition")
+            logger.info("%s[%d] seq %d taken by a compaction; committing at seq %d",
+                        self.topic, self.partition, entry.seq, entry.seq + 1)
+            return dataclasses.replace(entry, seq=entry.seq + 1)
+
+        entry = append(self.store, self.topic, self.partition, entry, step_over_compactions)
         self.head = entry
         self.store.delete(intent)
         return entry

@@ -305,3 +305,42 @@ def test_a_compaction_that_lost_to_one_planned_at_the_same_seq_deletes_only_its_
     assert rows(archive) == before  # the winner's files, same seq and offsets, are intact
     for f in archive.files("t"):
         assert store.get(f.key)
+
+
+class AnswerLost:
+    """A store whose first put of a ledger entry succeeds but answers 412, as a put retried after
+    its answer was lost does (the retry finds the object its first attempt wrote)."""
+
+    def __init__(self, store, kind: str):
+        self._store, self._kind, self.lost = store, kind, 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def put(self, key, data, *, if_absent=False):
+        self._store.put(key, data, if_absent=if_absent)
+        if if_absent and "/_ledger/" in f"/{key}" and json.loads(data).get("kind") == self._kind and not self.lost:
+            self.lost += 1
+            from archiver.errors import PreconditionFailed
+            raise PreconditionFailed(f"{key} exists")
+
+
+@pytest.mark.parametrize("kind", ["compaction", "commit"])
+def test_a_commit_whose_answer_was_lost_is_committed_not_discarded(store, kind):
+    ledger = archived(store)
+    archive = Archive(store)
+    before = rows(archive)
+    flaky = AnswerLost(store, kind)
+    if kind == "commit":
+        writer = PartitionLedger(flaky, "t", 0)
+        writer.head, writer.epoch = ledger.head, ledger.epoch
+        committed = commit(flaky, writer, 200, 250)
+        assert committed.seq == ledger.head.seq + 1 and writer.head == committed
+        before = sorted(before + [(o, o) for o in range(200, 250)])
+    else:
+        compact.compact(Archive(flaky), settings=compact.CompactSettings(grace_s=3600))
+        assert [e.kind for e in archive.live_entries("t", 0)] == ["compaction"]
+    assert flaky.lost == 1
+    assert rows(archive) == before  # every file the committed entry names is there
+    for f in archive.files("t"):
+        assert store.get(f.key)
