@@ -420,8 +420,11 @@ class Sink:
         offsets = pc.min_max(table["_kafka_offset"])
         first, last = offsets["min"].as_py(), offsets["max"].as_py()
         key = layout.DataKey(buffer.topic, buffer.partition, first, owned.ledger.epoch, directories).format()
+        codec, level = s.compression, s.compression_level
+        if table.num_rows < s.small_file_rows and codec in ("zstd", "gzip"):
+            codec, level = "snappy", None  # set-up costs more than a small file saves; compaction rewrites it
         try:
-            data = parquet.encode(table, buffer.schema_ids, s.compression, s.compression_level)
+            data = parquet.encode(table, buffer.schema_ids, codec, level)
         except (pa.ArrowException, OSError) as e:  # e.g. Avro fixed(0) or an empty record
             raise TerminalError(f"cannot write Parquet for {key}: {' '.join(str(e).split())}") from e
         stamps = pc.min_max(table["_kafka_timestamp"])

@@ -131,6 +131,8 @@ def test_each_variable_reaches_its_setting():
     ('[defaults]\nvalue_format = "json"\n', {}, "defaults.value_format: expected one of confluent, raw"),
     ('[defaults]\nkey_format = "int"\n', {}, "defaults.key_format: expected one of bytes, string, avro"),
     ("", {"ARCHIVER_ON_DECODE_ERROR": "skip"}, "run.on_decode_error: expected one of dlq, fail"),
+    ("", {"ARCHIVER_KAFKA_CLIENT": "java"}, "run.kafka_client: expected one of auto, native, python, got 'java'"),
+    ('[defaults]\nsmall_file_rows = -1\n', {}, "defaults.small_file_rows: must be 0 or more, got -1"),
     ("", {"ARCHIVER_KAFKA_SECURITY_PROTOCOL": "tls"},
      "kafka.security_protocol: expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL, got 'tls'"),
     ('[defaults]\nmax_bytes = "128m"\n', {}, "defaults.max_bytes: '128m' is ambiguous: write 128MiB"),

@@ -357,3 +357,35 @@ def test_a_dead_letter_topic_that_does_not_take_records_rewinds_to_the_last_comm
     assert h.sink.flush("t", 0, Rotation.END) and h.sink.flush("t", 1, Rotation.END)
     assert [o for o, _ in h.dead] == [53, 53], "the dead letter is sent again"
     assert archived(store) == sorted([(0, o) for o in range(100) if o != 53] + [(1, o) for o in range(10)])
+
+
+def codecs(store) -> dict[int, set[str]]:
+    """Per file's row count, the Parquet codecs of its columns."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    out = {}
+    for f in Archive(store).files("t"):
+        meta = pq.ParquetFile(io.BytesIO(store.get(f.key))).metadata.row_group(0)
+        out[f.rows] = {meta.column(i).compression for i in range(meta.num_columns)}
+    return out
+
+
+def test_small_files_are_written_with_snappy_and_large_ones_with_the_configured_codec(store):
+    h = Harness(store, TopicSettings(key_partitioning="none", time_granularity="day", small_file_rows=100))
+    h.sink.assign("t", 0)
+    h.sink.ingest("t", 0, messages(99))
+    h.sink.flush("t", 0, Rotation.END)
+    h.sink.ingest("t", 0, messages(199)[99:])
+    h.sink.flush("t", 0, Rotation.END)
+    assert codecs(store) == {99: {"SNAPPY"}, 100: {"ZSTD"}}
+    assert archived(store) == [(0, o) for o in range(199)]
+
+
+def test_small_file_rows_zero_keeps_the_configured_codec(store):
+    h = Harness(store, TopicSettings(key_partitioning="none", time_granularity="day", small_file_rows=0))
+    h.sink.assign("t", 0)
+    h.sink.ingest("t", 0, messages(10))
+    h.sink.flush("t", 0, Rotation.END)
+    assert codecs(store) == {10: {"ZSTD"}}
