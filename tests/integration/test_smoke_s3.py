@@ -56,3 +56,32 @@ def test_listings_of_more_than_a_page_and_after_a_key(store):
 
 def test_delete_many_deletes_in_batches(store):
     delete_many_check(store)
+
+
+def test_puts_and_gets_go_through_obstore_not_boto3(store, monkeypatch):
+    assert store._fast is not None, "obstore serves puts and gets"
+
+    def boto3_called(**kwargs):
+        raise AssertionError("boto3 was asked to do what obstore should have done")
+
+    monkeypatch.setattr(store._client, "put_object", boto3_called)
+    monkeypatch.setattr(store._client, "get_object", boto3_called)
+    store.put("_ledger/fast.json", b"first", if_absent=True)
+    with pytest.raises(PreconditionFailed, match="already exists"):
+        store.put("_ledger/fast.json", b"second", if_absent=True)
+    store.put("topic=t/fast.parquet", b"x" * 200_000)
+    assert store.get("_ledger/fast.json") == b"first"
+    assert store.get("topic=t/fast.parquet") == b"x" * 200_000
+    with pytest.raises(NotFound):
+        store.get("_ledger/missing.json")
+
+
+def test_what_obstore_cannot_do_is_done_by_boto3(store):
+    from obstore.store import S3Store
+
+    store._fast.store = S3Store("no-such-bucket-here", endpoint="http://127.0.0.1:9", region="us-east-1",
+                                skip_signature=True, client_options={"allow_http": True})  # refused at once
+    store.put("_ledger/slow.json", b"first", if_absent=True)
+    with pytest.raises(PreconditionFailed):
+        store.put("_ledger/slow.json", b"second", if_absent=True)
+    assert store.get("_ledger/slow.json") == b"first"
