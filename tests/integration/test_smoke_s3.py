@@ -66,6 +66,7 @@ def test_puts_and_gets_go_through_obstore_not_boto3(store, monkeypatch):
 
     monkeypatch.setattr(store._client, "put_object", boto3_called)
     monkeypatch.setattr(store._client, "get_object", boto3_called)
+    monkeypatch.setattr(store._client, "delete_object", boto3_called)
     store.put("_ledger/fast.json", b"first", if_absent=True)
     with pytest.raises(PreconditionFailed, match="already exists"):
         store.put("_ledger/fast.json", b"second", if_absent=True)
@@ -74,6 +75,10 @@ def test_puts_and_gets_go_through_obstore_not_boto3(store, monkeypatch):
     assert store.get("topic=t/fast.parquet") == b"x" * 200_000
     with pytest.raises(NotFound):
         store.get("_ledger/missing.json")
+    store.delete("topic=t/fast.parquet")
+    store.delete("topic=t/never-there.parquet")  # deleting what is not there is not an error
+    with pytest.raises(NotFound):
+        store.get("topic=t/fast.parquet")
 
 
 def test_what_obstore_cannot_do_is_done_by_boto3(store):

@@ -585,3 +585,29 @@ def test_keyboard_interrupt_is_not_swallowed(monkeypatch):
     monkeypatch.setattr(native, "_read_block", interrupted)
     with pytest.raises(KeyboardInterrupt):
         native.decode_batch(DEMO[:20], demo.SCHEMA)
+
+
+def test_small_batches_go_to_fastavro_and_large_ones_to_the_batch_decoder(monkeypatch):
+    import json as _json
+
+    from archiver import demo
+    from archiver.codec import native as native_mod
+    from archiver.codec import values as values_mod
+
+    class Schemas:
+        def schema_text(self, schema_id):
+            return _json.dumps(demo.SCHEMA)
+
+    calls = []
+    real = native_mod.decode_batch
+    monkeypatch.setattr(native_mod, "decode_batch", lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
+    decoder = values_mod.ValueDecoder(Schemas())
+    events = list(demo.events(200, 1_764_000_000_000, 3_600_000))
+    messages = [demo.encode(e.value, 1) for e in events]
+    small = values_mod.NATIVE_MIN_RECORDS - 1
+
+    few = decoder.decode(messages[:small])
+    many = decoder.decode(messages)
+
+    assert calls == [200]  # the small batch never reached the batch decoder
+    assert few.runs[0].table.equals(many.runs[0].table.slice(0, small))  # and decoded to the same table
