@@ -74,8 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     results = {v: [] for v in args.variants.split(",")}
     for _ in range(args.runs):
-        for variant in results:  # interleaved: the machine's noise spreads over all variants
-            results[variant].append(one_run(variant, args.rows, args.commits, args.buckets))
+        for variant, samples in results.items():  # interleaved: the machine's noise spreads over all
+            samples.append(one_run(variant, args.rows, args.commits, args.buckets))
     for variant, samples in results.items():
         print(f"{variant:8}: {statistics.median(samples):.2f} ms CPU per file "
               f"({args.rows} records a commit, {args.buckets} bucket(s); runs: "
