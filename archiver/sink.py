@@ -555,7 +555,8 @@ def batch_rows(run: Run, batch: Batch, key_format: str = "bytes", decoded_keys: 
     values = run.table
     wanted = nullable_schema(values.schema)  # tombstone rows null whole structs
     if not wanted.equals(values.schema):  # a no-op cast is not free, and pyarrow breaks structs of null children
-        values = values.cast(wanted)
+        values = pa.Table.from_arrays([c if c.type == f.type else parquet.cast(c, f.type)
+                                       for c, f in zip(values.columns, wanted, strict=True)], schema=wanted)
     return pa.Table.from_arrays(values.columns + meta.columns,
                                 schema=pa.schema(list(values.schema) + list(meta.schema)))
 

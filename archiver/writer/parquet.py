@@ -98,10 +98,39 @@ def as_written(data: pa.Table | pa.RecordBatch, written: pa.Schema | None) -> pa
     file stores in microseconds come back in milliseconds: exact, they were whole milliseconds)."""
     if written is None or data.schema.remove_metadata() == written.remove_metadata():
         return data
-    columns = [column if column.type == field.type else column.cast(field.type)  # only those that differ
+    columns = [column if column.type == field.type else cast(column, field.type)  # only those that differ
                for column, field in zip(data.columns, written, strict=True)]
     kind = pa.Table if isinstance(data, pa.Table) else pa.RecordBatch
     return kind.from_arrays(columns, schema=written.with_metadata(data.schema.metadata))
+
+
+def cast(column: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """`column.cast(target)`, except that a type nesting the null type is rebuilt level by level:
+    pyarrow's cast of a struct holding a list of structs with null-typed fields gives an invalid
+    array (the null children come back shorter than their parent)."""
+    if not _nests(column.type, pa.types.is_null):
+        return column.cast(target)
+    if isinstance(column, pa.ChunkedArray):
+        return pa.chunked_array([_rebuilt(chunk, target) for chunk in column.chunks], type=target)
+    return _rebuilt(column, target)
+
+
+def _rebuilt(array: pa.Array, target: pa.DataType) -> pa.Array:
+    t = array.type
+    if t == target:
+        return array
+    mask = array.is_null() if array.null_count else None
+    if pa.types.is_null(target):
+        return pa.nulls(len(array))
+    if pa.types.is_struct(t) and pa.types.is_struct(target):
+        children = [_rebuilt(array.field(i), target.field(i).type) for i in range(t.num_fields)]
+        return pa.StructArray.from_arrays(children, fields=list(target), mask=mask)
+    if (pa.types.is_list(t) and pa.types.is_list(target)) or (pa.types.is_large_list(t) and pa.types.is_large_list(target)):
+        start, end = array.offsets[0].as_py(), array.offsets[-1].as_py()
+        offsets = pc.subtract(array.offsets, start)
+        values = _rebuilt(array.values.slice(start, end - start), target.value_type)
+        return type(array).from_arrays(offsets, values, type=target, mask=mask)
+    return array.cast(target)
 
 
 def read_table(data: bytes, row_groups: list[int] | None = None) -> pa.Table:

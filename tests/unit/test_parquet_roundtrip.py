@@ -59,8 +59,8 @@ def known_failures(schema, named: dict) -> set[str]:
     found = set()
     for sub in _nested(schema, named):
         kind = sub["type"] if isinstance(sub, dict) else None
-        if kind in ("array", "map") and sub.get("items", sub.get("values")) == "null":
-            found.add("array or map of null, next to fields that need a cast")
+        if kind == "map" and sub.get("values") == "null":
+            found.add("map of null, next to fields that need a cast")
         if kind == "fixed" and sub["size"] == 0:
             found.add("fixed of size 0")
         if kind == "record" and not sub["fields"]:
@@ -330,9 +330,13 @@ def known_failure(raises, reason: str):
     pytest.param(record(("m", {"type": "map", "values": ["null", record(("a", "null"), ("b", "null"), name="Nulls")]})),
                  [{"m": {"": None, "0": {"a": None, "b": None}}}], id="map of optional records of null fields"),
     pytest.param(record(("a", {"type": "array", "items": "null"}), ("b", {"type": "array", "items": "boolean"})),
-                 [{"a": [None, None], "b": []}], id="array of null next to an array to cast",
-                 marks=known_failure(pa.ArrowInvalid, "the decoded list<null> column does not survive the cast to "
-                                     "the nullable schema (its child is shorter than its offsets)")),
+                 [{"a": [None, None], "b": []}], id="array of null next to an array to cast"),
+    # Read back, the timestamp makes the whole struct cast to milliseconds: pyarrow's cast gave its
+    # list of null records null-typed children shorter than the list (parquet.cast rebuilds them).
+    pytest.param(record(("r", record(("a", {"type": "array", "items": ["null", record(("n", "null"), name="N")]}),
+                                     ("t", {"type": "long", "logicalType": "timestamp-millis"}), name="Outer"))),
+                 [{"r": {"a": [None, {"n": None}, None], "t": 1_764_000_000_000}}],
+                 id="array of optional records of null, next to a timestamp"),
     # A null struct over non-nullable fields: Parquet gives its children back null.
     pytest.param(record(("r", ["null", INNER])), [{"r": None}], id="optional record, null"),
     pytest.param(record(("u", [INNER, "string"])), [{"u": "s"}], id="union of a record, other branch"),
