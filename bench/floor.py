@@ -3,11 +3,14 @@
 `sink` runs the library calls a sink cannot skip, one stage at a time, in this process, on a
 topic `bench/sink.py` produced, and prints CPU microseconds per record for each stage:
 
-- consume: confluent-kafka `consume()` of every message, nothing else done with them;
+- consume: confluent-kafka `consume()` of every message, nothing else done with them; and
+  "consume (native)", the native consumer's columns;
 - decode: the native Avro decoder turning the values into Arrow, 10,000 at a time;
-- columns: the Kafka metadata columns every file carries (offset, timestamp, key, headers...);
+- columns: the Kafka metadata columns every file carries (offset, timestamp, key, headers...),
+  from confluent-kafka's messages, and "columns (native)" from the native consumer's batches;
 - parquet: pyarrow writing those rows as files of the size the sink writes (`--files`);
-- put: boto3 PUT of each file into the real S3 (one thread; the sink's pool costs the same CPU).
+- put: boto3 PUT of each file into the real S3 (one thread; the sink's pool costs the same CPU),
+  and "put (obstore)" through archiver's S3 store.
 
 The sum is the CPU a record costs before the archiver does anything of its own: routing,
 buffering, the ledger and process start-up all come on top. One over it is the most records
@@ -79,6 +82,36 @@ def consume(topic: str, keep: bool = True) -> list:
     return messages
 
 
+def consume_native(topic: str, keep: bool = True) -> list:
+    """`consume` with the native consumer (archiver_native): every partition's records as a
+    Batch of columns, built in the consume call (kept, or dropped as the sink does)."""
+    from archiver_native import Consumer as NativeConsumer
+
+    from archiver.source import native as native_client
+    from archiver.source.records import Batch
+
+    kafka = KafkaSettings.from_env()
+    ends = {}
+    probe = Consumer(kafka.client_config() | {"group.id": "floor-probe"})
+    for p in probe.list_topics(topic, timeout=10).topics[topic].partitions:
+        ends[p] = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+    probe.close()
+    consumer = NativeConsumer(native_client.settings(kafka.client_config() | {
+        "group.id": f"floor-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False, "enable.partition.eof": False}))
+    consumer.incremental_assign([(topic, p, OFFSET_BEGINNING) for p in ends])
+    batches: list = []
+    seen, total = 0, sum(ends.values())
+    while seen < total:
+        runs, _errors = consumer.consume(10_000, 1.0)
+        for run in runs:
+            batch = Batch.from_native(run)
+            seen += len(batch)
+            if keep:
+                batches.append(batch)
+    consumer.close()
+    return batches
+
+
 class Stages:
     """CPU seconds of the process per stage."""
 
@@ -100,6 +133,7 @@ def sink(args, s3, bucket: str) -> dict[str, float]:
     stage = Stages()
 
     stage("consume", consume, topic, False)
+    stage("consume (native)", consume_native, topic, False)
     messages = consume(topic)
     n = len(messages)
     values = [m.value() for m in messages]
@@ -120,6 +154,12 @@ def sink(args, s3, bucket: str) -> dict[str, float]:
         return parquet.metadata_table(0, *fields, schema_id)
 
     meta = stage("columns", columns)
+    batches = consume_native(topic)
+
+    def columns_native():  # the metadata columns from the native consumer's batches
+        return [parquet.metadata_columns(b, schema_id) for b in batches]
+
+    stage("columns (native)", columns_native)
     table = pa.Table.from_arrays(decoded.columns + meta.columns,
                                  schema=pa.schema(list(decoded.schema) + list(meta.schema)))
     rows = -(-n // files)
@@ -135,6 +175,13 @@ def sink(args, s3, bucket: str) -> dict[str, float]:
             s3.put_object(Bucket=bucket, Key=f"{prefix}/{i}.parquet", Body=blob)
 
     stage("put", put)
+    store = open_store(f"s3://{bucket}/{prefix}-obstore")
+
+    def put_obstore():  # archiver's S3 store: obstore first
+        for i, blob in enumerate(blobs):
+            store.put(f"{i}.parquet", blob)
+
+    stage("put (obstore)", put_obstore)
     return stage.per_record(n)
 
 
