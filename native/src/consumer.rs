@@ -79,6 +79,33 @@ impl ConsumerContext for Context {
     }
 }
 
+/// Byte strings (or nulls) laid end to end: one allocation for a run's keys, one for its values.
+#[derive(Default)]
+struct Blobs {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    null: Vec<bool>,
+}
+
+impl Blobs {
+    fn push(&mut self, item: Option<&[u8]>) {
+        if let Some(bytes) = item {
+            self.data.extend_from_slice(bytes);
+        }
+        self.ends.push(self.data.len());
+        self.null.push(item.is_none());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, i: usize) -> Option<&[u8]> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        (!self.null[i]).then(|| &self.data[start..self.ends[i]])
+    }
+}
+
 /// One partition's records of a `consume` call, in offset order.
 #[derive(Default)]
 struct Run {
@@ -87,8 +114,8 @@ struct Run {
     offsets: Vec<i64>,
     timestamps: Vec<i64>,
     types: Vec<i8>,
-    keys: Vec<Option<Vec<u8>>>,
-    values: Vec<Option<Vec<u8>>>,
+    keys: Blobs,
+    values: Blobs,
     header_offsets: Vec<i32>,
     name_offsets: Vec<i32>,
     names: Vec<u8>,
@@ -120,8 +147,8 @@ impl Run {
         };
         self.types.push(kind);
         self.timestamps.push(ts);
-        self.keys.push(message.key().map(<[u8]>::to_vec));
-        self.values.push(message.payload().map(<[u8]>::to_vec));
+        self.keys.push(message.key());
+        self.values.push(message.payload());
         self.push_headers(raw);
     }
 
@@ -166,8 +193,8 @@ impl Run {
             let bytes = unsafe { std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values)) };
             PyBytes::new(py, bytes)
         }
-        fn blobs<'py>(py: Python<'py>, items: &[Option<Vec<u8>>]) -> PyResult<Bound<'py, PyList>> {
-            PyList::new(py, items.iter().map(|item| item.as_deref().map(|b| PyBytes::new(py, b))))
+        fn blobs<'py>(py: Python<'py>, items: &Blobs) -> PyResult<Bound<'py, PyList>> {
+            PyList::new(py, (0..items.len()).map(|i| items.get(i).map(|b| PyBytes::new(py, b))))
         }
         let validity = if self.null_header_values == 0 { None } else { Some(PyBytes::new(py, &self.value_validity)) };
         (
@@ -261,6 +288,7 @@ impl Consumer {
             let mut runs: Vec<Run> = Vec::new();
             let mut index: HashMap<(String, i32), usize> = HashMap::new();
             let mut errors = Vec::new();
+            let mut last: Option<usize> = None;
             let deadline = Instant::now() + timeout(timeout_s);
             let mut taken = 0;
             while taken < max_messages {
@@ -278,11 +306,20 @@ impl Consumer {
                         }
                     }
                     Some(Ok(message)) => {
-                        let key = (message.topic().to_string(), message.partition());
-                        let slot = *index.entry(key).or_insert_with(|| {
-                            runs.push(Run::new(message.topic(), message.partition()));
-                            runs.len() - 1
+                        // messages come in runs of one partition: look the run up only when it changes
+                        let same = last.is_some_and(|slot: usize| {
+                            runs[slot].partition == message.partition() && runs[slot].topic == message.topic()
                         });
+                        let slot = if same {
+                            last.unwrap()
+                        } else {
+                            let key = (message.topic().to_string(), message.partition());
+                            *index.entry(key).or_insert_with(|| {
+                                runs.push(Run::new(message.topic(), message.partition()));
+                                runs.len() - 1
+                            })
+                        };
+                        last = Some(slot);
                         runs[slot].push(&message, message.ptr());
                         taken += 1;
                     }
