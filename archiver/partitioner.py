@@ -17,6 +17,8 @@ import struct
 
 import numpy as np
 
+from archiver.source.records import Blobs, blob_buffers, blob_list
+
 __all__ = ["RoundRobin", "murmur2", "partition_for_key", "partitions_for_keys", "to_positive"]
 
 
@@ -118,7 +120,7 @@ class RoundRobin:
         return ((start + np.arange(count, dtype=np.int64)) % self._partitions).astype(np.int32)
 
 
-def partitions_for_keys(keys: list[bytes | None], partitions: int) -> np.ndarray:
+def partitions_for_keys(keys: Blobs, partitions: int) -> np.ndarray:
     """`partition_for_key` of each key, as int32; -1 for a null key. In one native call where
     the archiver_native module is built."""
     if partitions < 1:
@@ -126,5 +128,6 @@ def partitions_for_keys(keys: list[bytes | None], partitions: int) -> np.ndarray
     try:
         from archiver_native import partitions_for_keys as native
     except ImportError:
-        return np.array([-1 if k is None else partition_for_key(k, partitions) for k in keys], dtype=np.int32)
-    return np.frombuffer(native(list(keys), partitions), np.int32).copy()
+        return np.array([-1 if k is None else partition_for_key(k, partitions) for k in blob_list(keys)],
+                        dtype=np.int32)
+    return np.frombuffer(native(blob_buffers(keys), partitions), np.int32).copy()

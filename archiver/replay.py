@@ -14,7 +14,6 @@ import io
 import itertools
 import json
 import logging
-import operator
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ from archiver.archive import Archive
 from archiver.codec import native_encode, wire
 from archiver.errors import ConfigError
 from archiver.ledger import Entry, FileEntry
-from archiver.source.records import Batch
+from archiver.source.records import Batch, blob_list
 from archiver.units import parse_size
 from archiver.writer.parquet import ROW_ORDER_KEY, as_written, writer_schemas_of, written_schema
 
@@ -237,8 +236,9 @@ class Reader:
         for batch in self.batches(plans, after):
             stamps = np.where(batch.types == 0, -1, batch.timestamps).tolist()
             headers = [[(h["key"], h["value"]) for h in row] for row in batch.headers.to_pylist()]
-            yield from map(Record._make, zip(itertools.repeat(batch.partition), batch.offsets.tolist(), batch.keys,
-                                             batch.values, headers, (None if t == -1 else t for t in stamps)))
+            yield from map(Record._make, zip(itertools.repeat(batch.partition), batch.offsets.tolist(),
+                                             blob_list(batch.keys), blob_list(batch.values), headers,
+                                             (None if t == -1 else t for t in stamps)))
 
     def batches(self, plans: list[PartitionPlan], after: dict[int, int]) -> Iterator[Batch]:
         """The selected records of every planned partition, partition after partition, each in
@@ -329,18 +329,17 @@ class Reader:
 
     def _batch(self, table: pa.Table, schemas: dict[int, str]) -> Batch:
         values = _encode_values(table, schemas)
-        keys = table["_kafka_key"].to_pylist()
+        keys = table["_kafka_key"].combine_chunks()
         offsets = table["_kafka_offset"].to_numpy()
         stamps = pc.cast(table["_kafka_timestamp"], pa.int64())
         types = (~pc.is_null(stamps).to_numpy(zero_copy_only=False)).astype(np.int8)
         timestamps = pc.fill_null(stamps, 0).to_numpy()
         headers = table["_kafka_headers"].combine_chunks()
-        order = _offset_order(table["_kafka_offset"])
+        order = _offset_order(offsets)
         if order is not None:  # files of an entry hold interleaved offsets: put rows in offset order
-            pick = operator.itemgetter(*order)
-            values, keys = list(pick(values)), list(pick(keys))
+            index = pa.array(order)
+            values, keys, headers = values.take(index), keys.take(index), headers.take(index)
             offsets, types, timestamps = offsets[order], types[order], timestamps[order]
-            headers = headers.take(pa.array(order))
         partition = table["_kafka_partition"][0].as_py()
         return Batch(self.selection.topic, partition, offsets, timestamps, types, keys, values, headers)
 
@@ -410,35 +409,39 @@ def _prefetched(fetch: Callable[[FileEntry], bytes], files: list[FileEntry],
             yield done, future.result()
 
 
-def _offset_order(offsets: pa.ChunkedArray) -> list[int] | None:
-    """Row positions in offset order, or None when the rows are in order already. Reordering the
-    Python lists costs far less than sorting the table (a take of every nested column)."""
-    array = offsets.to_numpy()
-    if len(array) < 2 or bool((array[1:] > array[:-1]).all()):
+def _offset_order(offsets: np.ndarray) -> np.ndarray | None:
+    """Row positions in offset order, or None when the rows are in order already."""
+    if len(offsets) < 2 or bool((offsets[1:] > offsets[:-1]).all()):
         return None
-    return np.argsort(array, kind="stable").tolist()
+    return np.argsort(offsets, kind="stable")
 
 
-def _encode_values(table: pa.Table, schemas: dict[int, str]) -> list[bytes | None]:
-    """Each row's value in Confluent wire format with its original schema id; None for tombstones."""
+def _encode_values(table: pa.Table, schemas: dict[int, str]) -> pa.BinaryArray:
+    """Each row's value in Confluent wire format with its original schema id (null for tombstones),
+    as one Arrow array: no Python object per record."""
     column = table["_schema_id"]
     distinct = [i for i in pc.unique(column).to_pylist() if i is not None]
     if len(distinct) == 1 and not column.null_count:  # the common case: one writer schema, no tombstones
-        return [_header(distinct[0]) + datum for datum in _encode(table, schemas[distinct[0]])]
-    ids = column.to_pylist()
-    values: list[bytes | None] = [None] * table.num_rows
+        return _encode(table, schemas[distinct[0]], _header(distinct[0]))
+    ids = column.to_numpy(zero_copy_only=False)
+    parts, rows = [], []
     for schema_id in distinct:
-        rows = [n for n, i in enumerate(ids) if i == schema_id]
-        header = _header(schema_id)
-        for n, datum in zip(rows, _encode(table.take(pa.array(rows)), schemas[schema_id])):
-            values[n] = header + datum
-    return values
+        picked = np.flatnonzero(ids == schema_id)
+        parts.append(_encode(table.take(pa.array(picked)), schemas[schema_id], _header(schema_id)))
+        rows.append(picked)
+    tombstones = np.flatnonzero(pc.is_null(column).to_numpy(zero_copy_only=False))
+    parts.append(pa.nulls(len(tombstones), pa.binary()))
+    rows.append(tombstones)
+    # the rows of each part, back in table order: position of row r in the concatenated parts
+    where = np.empty(table.num_rows, np.int64)
+    where[np.concatenate(rows)] = np.arange(table.num_rows)
+    return pa.concat_arrays(parts).take(pa.array(where))
 
 
-def _encode(table: pa.Table, schema_json: str) -> list[bytes]:
+def _encode(table: pa.Table, schema_json: str, header: bytes) -> pa.BinaryArray:
     schema = json.loads(schema_json)
     names = [f["name"] for f in schema["fields"]]
-    return native_encode.encode_rows(table.select(names), schema)  # falls back to fastavro by itself
+    return native_encode.encode_column(table.select(names), schema, header)  # falls back to fastavro by itself
 
 
 def _header(schema_id: int) -> bytes:

@@ -29,7 +29,7 @@ from archiver.errors import ConfigError, NotFound
 from archiver.replay import RateLimiter, Selection
 from archiver.source import kafka as source_kafka
 from archiver.source.producer import open_producer
-from archiver.source.records import Batch
+from archiver.source.records import Batch, blob_size
 from archiver.store import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class Publisher:
 
     def _produce(self, batch: Batch) -> None:
         if self.rate:
-            self.rate.take(sum(len(v) for v in batch.values if v) + sum(len(k) for k in batch.keys if k), len(batch))
+            self.rate.take(blob_size(batch.values) + blob_size(batch.keys), len(batch))
         sent = self.producer.produce_batch(self.topic, batch, self.partitions_of(batch),
                                            self.source_topic if self.lineage else None, self.schema_ids)
         self.stats.records += len(batch)

@@ -44,7 +44,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Context, Decimal
 from typing import Any
 
@@ -60,13 +60,18 @@ from archiver.codec.wire import avro_long as _long
 from archiver.errors import ConfigError
 
 try:
+    from archiver_native import frame_datums  # header + datum of each row into one buffer
+except ImportError:  # pragma: no cover - without the native module, columns are built from the list
+    frame_datums = None
+
+try:
     AvroBuffSink = load_avro_rs().AvroBuffSink  # pinned by the tests, probed per schema
 except ImportError:  # pragma: no cover - without polars-avro every batch takes the reference path
     AvroBuffSink = None
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["encode_rows", "supports"]
+__all__ = ["encode_column", "encode_rows", "supports"]
 
 _MARKER_SIZE = 8
 _SYNC_SIZE = 16
@@ -103,21 +108,53 @@ def encode_rows(table: pa.Table | pa.RecordBatch, schema: Any, *,
     """
     plan = _PLANS.get(schema) if table.num_rows >= _MIN_ROWS else None
     if plan is not None and (tombstones is None or len(tombstones) == table.num_rows):
-        try:
-            out = plan.encode(table, tombstones)
-            _spot_check(out, table, schema, tombstones)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except _SpotCheckFailed as exc:
-            logger.warning("native Avro encoding disagrees with the reference for record schema %s, "
-                           "no longer used for it: %s", _schema_name(schema), exc)
-            _PLANS.disable(schema)
-        except BaseException as exc:  # noqa: BLE001 - includes pyo3's PanicException (a BaseException)
-            logger.info("native Avro encoding not used for a batch of %d rows: %s", table.num_rows,
-                        _reason(exc))
-        else:
+        out = _natively(schema, table, lambda: plan.encode(table, tombstones),
+                        lambda out, row: out[row], tombstones)
+        if out is not None:
             return out
     return reference.encode_rows(table, schema, tombstones=tombstones)
+
+
+def encode_column(table: pa.Table | pa.RecordBatch, schema: Any, header: bytes = b"") -> pa.BinaryArray:
+    """`header` and then the Avro datum of each row, as one Arrow binary array.
+
+    The datums are those of `encode_rows`; natively, they are framed in one buffer by
+    `archiver_native.frame_datums`, with no Python object per row.
+
+    Args:
+        table, schema: As for `encode_rows`.
+        header: Bytes put before every datum (the Confluent wire-format header, or none).
+
+    Raises:
+        ConfigError, TerminalError: as `codec.arrow.encode_rows` (which then handles the batch).
+    """
+    plan = _PLANS.get(schema) if table.num_rows >= _MIN_ROWS and frame_datums is not None else None
+    if plan is not None:
+        out = _natively(schema, table, lambda: plan.encode_column(table, header),
+                        lambda out, row: out[row].as_py()[len(header):], None)
+        if out is not None:
+            return out
+    datums = reference.encode_rows(table, schema)
+    return pa.array([header + datum for datum in datums] if header else datums, pa.binary())
+
+
+def _natively(schema: Any, table: pa.Table | pa.RecordBatch, encode: Callable[[], Any],
+              datum_of: Callable[[Any, int], bytes | None], tombstones: Sequence[bool] | None) -> Any:
+    """What `encode` gives, spot-checked; None when it fails (the schema is retired when it disagrees)."""
+    try:
+        out = encode()
+        _spot_check(out, datum_of, table, schema, tombstones)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except _SpotCheckFailed as exc:
+        logger.warning("native Avro encoding disagrees with the reference for record schema %s, "
+                       "no longer used for it: %s", _schema_name(schema), exc)
+        _PLANS.disable(schema)
+    except BaseException as exc:  # noqa: BLE001 - includes pyo3's PanicException (a BaseException)
+        logger.info("native Avro encoding not used for a batch of %d rows: %s", table.num_rows, _reason(exc))
+    else:
+        return out
+    return None
 
 
 class _Unfit(Exception):
@@ -132,15 +169,15 @@ class _SpotCheckFailed(Exception):
     """A row the native writer encoded differs from the reference's encoding."""
 
 
-def _spot_check(out: list[bytes | None], table: pa.Table | pa.RecordBatch, schema: Any,
-                tombstones: Sequence[bool] | None) -> None:
+def _spot_check(out: Any, datum_of: Callable[[Any, int], bytes | None], table: pa.Table | pa.RecordBatch,
+                schema: Any, tombstones: Sequence[bool] | None) -> None:
     """Re-encode the first, middle and last rows with the reference: a difference is a native bug."""
     rows = sorted({0, len(out) // 2, len(out) - 1})
     flags = None if tombstones is None else [bool(tombstones[row]) for row in rows]
     expected = reference.encode_rows(table.take(rows), schema, tombstones=flags)  # one call: ~0.3 ms
     for row, datum in zip(rows, expected):
-        if out[row] != datum:
-            raise _SpotCheckFailed(f"row {row}: {out[row]!r} instead of {datum!r}")
+        if datum_of(out, row) != datum:
+            raise _SpotCheckFailed(f"row {row}: {datum_of(out, row)!r} instead of {datum!r}")
 
 
 # --- the plan of a schema ----------------------------------------------------------------------
@@ -287,7 +324,25 @@ class _Plan:
         values = iter(datums)
         return [None if t else next(values) for t in tombstones]
 
+    def encode_column(self, table: pa.Table | pa.RecordBatch, header: bytes) -> pa.BinaryArray:
+        """`header` + the datum of each row as one binary array; raises when the batch does not fit."""
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        if not table.num_rows:
+            return pa.array([], pa.binary())
+        block, marker = self._block(table)
+        try:
+            data, offsets = frame_datums(block, marker, table.num_rows, header)
+        except ValueError as e:
+            raise _Unfit(str(e)) from None
+        return pa.Array.from_buffers(pa.binary(), table.num_rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
     def _encode_values(self, table: pa.Table) -> list[bytes]:
+        block, marker = self._block(table)
+        return _split(block, marker, table.num_rows)
+
+    def _block(self, table: pa.Table) -> tuple[bytes, bytes]:
+        """The records of the container the writer writes (each the marker, then a datum), and the marker."""
         marker = _new_marker()
         arrays = [_markers(marker, table.num_rows)]
         for (name, site), target in zip(self.fields, self.target):
@@ -300,7 +355,7 @@ class _Plan:
         sink = AvroBuffSink(out, table, None)  # Schema.empty_table() cannot make a dense union
         sink.write(table)
         sink.close()
-        return _datums(out.getvalue(), marker, table.num_rows)
+        return _records(out.getvalue(), table.num_rows), marker
 
 
 def _column(table: pa.Table, target: pa.Field) -> pa.ChunkedArray:
@@ -572,6 +627,11 @@ _BY_KIND = {"plain": _as_is, "record": _record, "array": _items, "map": _items, 
 
 def _datums(data: bytes, marker: bytes, count: int) -> list[bytes]:
     """The datums of the `count` records of a container file whose records are marker + datum."""
+    return _split(_records(data, count), marker, count)
+
+
+def _records(data: bytes, count: int) -> bytes:
+    """The records of a container file of `count` records (null codec), its blocks joined."""
     if data[:4] != b"Obj\x01":
         raise _Unfit("the writer's output is not an Avro container file")
     metadata, pos = _metadata(data, 4)
@@ -591,7 +651,12 @@ def _datums(data: bytes, marker: bytes, count: int) -> list[bytes]:
         pos, records = pos + _SYNC_SIZE, records + rows
     if records != count:
         raise _Unfit(f"the writer wrote {records} records instead of {count}")
-    pieces = (blocks[0] if len(blocks) == 1 else b"".join(blocks)).split(marker)
+    return blocks[0] if len(blocks) == 1 else b"".join(blocks)
+
+
+def _split(records: bytes, marker: bytes, count: int) -> list[bytes]:
+    """The datums of `count` records that each are the marker, then a datum."""
+    pieces = records.split(marker)
     # The marker cannot overlap itself, so these are all its occurrences: one per record start.
     if len(pieces) != count + 1 or pieces[0]:
         raise _Unfit("the marker occurs inside a datum")

@@ -1,8 +1,8 @@
 """Replay's producer: batches of records produced in one call.
 
 `NativeProducer` (archiver_native, where it is built and serves the settings) produces a whole
-`Batch` in one call without the GIL and without a Python object per record but the key and the
-value. `PythonProducer` (confluent-kafka) produces it record by record. Both report delivery
+`Batch` in one call without the GIL and without a Python object per record (replay hands it keys
+and values as Arrow arrays). `PythonProducer` (confluent-kafka) produces it record by record. Both report delivery
 failures in `failures` (as `source.kafka.CheckedProducer` does, which `source.kafka.flush` reads)
 and translate errors into confluent-kafka's KafkaException, so callers handle them alike.
 """
@@ -18,7 +18,7 @@ from confluent_kafka import KafkaException
 from archiver.errors import TerminalError, TransientError
 from archiver.source import native
 from archiver.source.kafka import CheckedProducer
-from archiver.source.records import Batch
+from archiver.source.records import Batch, blob_buffers, blob_list, blob_size
 
 logger = logging.getLogger(__name__)
 
@@ -65,24 +65,23 @@ class PythonProducer(CheckedProducer):
                       schema_ids: dict[int, int] | None = None) -> int:
         """Produce every record of `batch` to `topic`, record i to `partitions[i]`; `lineage` (the
         source topic) adds the archiver.source.* headers. Returns the bytes of keys and values."""
-        sent = 0
         stamps = np.where(batch.types == 0, 0, batch.timestamps).tolist()
+        keys, values, offsets = blob_list(batch.keys), blob_list(batch.values), batch.offsets.tolist()
+        headers = [[(h["key"], h["value"]) for h in row] for row in batch.headers.to_pylist()]
         for i, partition in enumerate(partitions.tolist()):
-            value, key = with_schema_id(batch.values[i], schema_ids or {}), batch.keys[i]
-            headers = batch.record(i).headers() or []
-            if lineage is not None:
-                headers = headers + lineage_headers(lineage, batch.partition, int(batch.offsets[i]))
+            value, key = with_schema_id(values[i], schema_ids or {}), keys[i]
+            extra = lineage_headers(lineage, batch.partition, offsets[i]) if lineage is not None else []
             while True:
                 try:
-                    self.produce(topic, value, key, partition=partition, headers=headers or None, timestamp=stamps[i])
+                    self.produce(topic, value, key, partition=partition, headers=(headers[i] + extra) or None,
+                                 timestamp=stamps[i])
                     break
                 except BufferError:
                     self.poll(0.05)
-            sent += len(value or b"") + len(key or b"")
             if i % 1000 == 999:  # serve delivery reports now and then, not per record
                 self.poll(0)
         self.poll(0)
-        return sent
+        return blob_size(keys) + blob_size(values)
 
 
 class NativeProducer:
@@ -122,7 +121,8 @@ class NativeProducer:
         """As `PythonProducer.produce_batch`, in one native call."""
         stamps = np.where(batch.types == 0, 0, batch.timestamps).astype(np.int64)
         return self._call("produce_batch", topic, np.ascontiguousarray(partitions, np.int32).tobytes(),
-                          stamps.tobytes(), batch.keys, batch.values, header_columns(batch.headers),
+                          stamps.tobytes(), blob_buffers(batch.keys), blob_buffers(batch.values),
+                          header_columns(batch.headers),
                           None if lineage is None else (lineage, batch.partition, batch.offsets.astype(np.int64).tobytes()),
                           schema_ids or None)
 

@@ -15,8 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 HEADER_TYPE = pa.list_(pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.binary())]))
+
+Blobs = list[bytes | None] | pa.BinaryArray
+"""Keys or values: a list of bytes (None: null), or an Arrow `binary` array."""
 
 # confluent-kafka's timestamp types (TIMESTAMP_NOT_AVAILABLE, _CREATE_TIME, _LOG_APPEND_TIME)
 NO_TIMESTAMP, CREATE_TIME, LOG_APPEND_TIME = 0, 1, 2
@@ -60,15 +64,18 @@ class Record:
 class Batch:
     """Records of one partition in offset order: offsets, timestamps (ms, meaningless where the
     type is NO_TIMESTAMP) and their types as NumPy arrays, keys and values as bytes (None: null),
-    headers as an Arrow list<struct<key, value>> (an empty list for a record without headers)."""
+    headers as an Arrow list<struct<key, value>> (an empty list for a record without headers).
+
+    Keys and values are lists of bytes (None: null) from the consumers, or Arrow `binary` arrays
+    when replay reads them from Parquet: `blob_list`, `blob_size` and `blob_buffers` take both."""
 
     topic: str
     partition: int
     offsets: np.ndarray
     timestamps: np.ndarray
     types: np.ndarray
-    keys: list[bytes | None]
-    values: list[bytes | None]
+    keys: Blobs
+    values: Blobs
     headers: pa.Array
 
     def __len__(self) -> int:
@@ -95,7 +102,7 @@ class Batch:
             return self
         index = np.asarray(rows, dtype=np.int64)
         return Batch(self.topic, self.partition, self.offsets[index], self.timestamps[index], self.types[index],
-                     [self.keys[i] for i in rows], [self.values[i] for i in rows],
+                     _take(self.keys, rows, index), _take(self.values, rows, index),
                      self.headers.take(pa.array(index)))
 
     def from_offset(self, offset: int) -> Batch:
@@ -106,7 +113,7 @@ class Batch:
         headers = [(h["key"], h["value"]) for h in self.headers[i].as_py()] or None
         return Record(self.topic, self.partition, int(self.offsets[i]),
                       (int(self.types[i]), int(self.timestamps[i]) if self.types[i] else -1),
-                      self.keys[i], self.values[i], headers)
+                      _item(self.keys, i), _item(self.values, i), headers)
 
     @classmethod
     def of(cls, messages: Sequence) -> Batch:
@@ -137,6 +144,37 @@ class Batch:
 
 
 _first, _second = operator.itemgetter(0), operator.itemgetter(1)
+
+def blob_list(column: Blobs) -> list[bytes | None]:
+    """The items as bytes (None: null)."""
+    return column.to_pylist() if isinstance(column, pa.Array) else list(column)
+
+
+def blob_size(column: Blobs) -> int:
+    """The bytes of all items together."""
+    if isinstance(column, pa.Array):
+        return int(pc.sum(pc.binary_length(column)).as_py() or 0)
+    return sum(map(len, filter(None, column)))
+
+
+def blob_buffers(column: Blobs) -> tuple | list:
+    """The column as `archiver_native` takes it: the list itself, or an Arrow array's buffers
+    `(validity or None, int32 offsets, data or None, array offset, length)`: no object per item."""
+    if not isinstance(column, pa.Array):
+        return column if isinstance(column, list) else list(column)
+    if column.type != pa.binary():
+        column = column.cast(pa.binary())
+    validity, offsets, data = column.buffers()
+    return (None if validity is None or not column.null_count else validity.to_pybytes(), offsets.to_pybytes(),
+            None if data is None else data.to_pybytes(), column.offset, len(column))
+
+
+def _item(column: Blobs, i: int) -> bytes | None:
+    return column[i].as_py() if isinstance(column, pa.Array) else column[i]
+
+
+def _take(column: Blobs, rows: Sequence[int], index: np.ndarray) -> Blobs:
+    return column.take(pa.array(index)) if isinstance(column, pa.Array) else [column[i] for i in rows]
 
 
 def header_array(headers: Sequence[list | None]) -> pa.Array:

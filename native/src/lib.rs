@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 
+mod columns;
 mod consumer;
 mod producer;
 
@@ -85,6 +86,7 @@ fn archiver_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<consumer::Consumer>()?;
     m.add_class::<producer::Producer>()?;
     m.add_function(wrap_pyfunction!(producer::partitions_for_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(columns::frame_datums, m)?)?;
     m.add("KafkaError", m.py().get_type::<KafkaError>())?;
     m.add("LIBRDKAFKA_VERSION", rdkafka::util::get_rdkafka_version().1)?;
     Ok(())

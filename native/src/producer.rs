@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::PyBytes;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
@@ -15,6 +15,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext
 
 use rdkafka_sys as rdsys;
 
+use crate::columns::BlobColumn;
 use crate::{kafka_error, timeout, Queues};
 
 /// How long to wait for room when librdkafka's queue is full, before trying again. (The crate's
@@ -83,16 +84,16 @@ fn murmur2(data: &[u8]) -> u32 {
 
 /// Per key, `toPositive(murmur2(key)) % partitions` as packed int32; -1 for a null key.
 #[pyfunction]
-pub fn partitions_for_keys<'py>(py: Python<'py>, keys: &Bound<'py, PyList>, partitions: i32) -> PyResult<Bound<'py, PyBytes>> {
+pub fn partitions_for_keys<'py>(py: Python<'py>, keys: BlobColumn<'py>, partitions: i32) -> PyResult<Bound<'py, PyBytes>> {
     if partitions < 1 {
         return Err(PyValueError::new_err("partitions must be at least 1"));
     }
+    let keys = keys.slices()?;
     let mut out = Vec::with_capacity(keys.len() * 4);
-    for key in keys.iter() {
-        let partition = if key.is_none() {
-            -1
-        } else {
-            ((murmur2(key.cast::<PyBytes>()?.as_bytes()) & 0x7fff_ffff) % partitions as u32) as i32
+    for key in keys {
+        let partition = match key {
+            None => -1,
+            Some(key) => ((murmur2(key) & 0x7fff_ffff) % partitions as u32) as i32,
         };
         out.extend_from_slice(&partition.to_le_bytes());
     }
@@ -105,12 +106,6 @@ fn int32s(bytes: &[u8]) -> Vec<i32> {
 
 fn int64s(bytes: &[u8]) -> Vec<i64> {
     bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
-}
-
-fn blobs<'a>(list: &'a [Bound<'a, PyAny>]) -> PyResult<Vec<Option<&'a [u8]>>> {
-    list.iter()
-        .map(|item| if item.is_none() { Ok(None) } else { Ok(Some(item.cast::<PyBytes>()?.as_bytes())) })
-        .collect()
 }
 
 /// The headers of a batch as Arrow lays out a list<struct<key: string, value: binary>>: per record
@@ -240,7 +235,7 @@ impl Producer {
     #[pyo3(signature = (topic, partitions, timestamps, keys, values, headers, lineage=None, schema_ids=None))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn produce_batch(&self, py: Python<'_>, topic: String, partitions: &[u8], timestamps: &[u8],
-                     keys: Vec<Bound<'_, PyAny>>, values: Vec<Bound<'_, PyAny>>,
+                     keys: BlobColumn<'_>, values: BlobColumn<'_>,
                      headers: (&[u8], &[u8], &[u8], &[u8], &[u8], Option<&[u8]>),
                      lineage: Option<(String, i32, &[u8])>, schema_ids: Option<HashMap<u32, u32>>) -> PyResult<u64> {
         let n = values.len();
@@ -258,7 +253,7 @@ impl Producer {
             || lineage.as_ref().is_some_and(|(_, _, offsets)| offsets.len() != n) {
             return Err(PyValueError::new_err("produce_batch: columns of different lengths"));
         }
-        let (keys, values) = (blobs(&keys)?, blobs(&values)?);
+        let (keys, values) = (keys.slices()?, values.slices()?);
         let entries: Vec<Vec<(&str, Option<&[u8]>)>> = (0..n).map(|i| headers.of(i)).collect::<PyResult<_>>()?;
         py.detach(|| {
             let mut sent = 0u64;

@@ -115,6 +115,9 @@ def test_random_schemas_encode_to_the_original_bytes(case, data):
         native = native_result(table, schema, tombstones)
         assert native is None or native == want
     assert native_encode.encode_rows(table.slice(0, len(values)), schema) == originals
+    header = data.draw(st.sampled_from([b"", b"\x00\x00\x00\x00\x07"]))
+    assert native_encode.encode_column(table.slice(0, len(values)), schema, header).to_pylist() == [
+        header + datum for datum in originals]
     native = native_result(table.slice(0, len(values)), schema)
     event("native" if native is not None else "fallback" if native_encode.supports(schema) else "unsupported")
     assert native is None or native == originals
@@ -144,6 +147,8 @@ def test_larger_batches_encode_to_the_original_bytes(case, copies):
     assume(None not in originals)
     table = archived(originals * copies, schema)
     assert native_encode.encode_rows(table, schema) == originals * copies
+    column = native_encode.encode_column(table, schema, b"\x00\x00\x00\x01\x00")
+    assert column.to_pylist() == [b"\x00\x00\x00\x01\x00" + datum for datum in originals * copies]
     native = native_result(table, schema)
     assert native is None or native == originals * copies
 
@@ -375,7 +380,7 @@ def test_a_spot_check_difference_falls_back_and_retires_the_schema():
     datums = [avro(schema, {"a": i}) for i in range(200)]
     table = archived(datums, schema)
     assert native_encode.supports(schema)
-    wrong = mock.patch.object(native_encode, "_datums", lambda data, marker, count: [b"\x00"] * count)
+    wrong = mock.patch.object(native_encode, "_split", lambda data, marker, count: [b"\x00"] * count)
     with wrong:
         assert native_encode.encode_rows(table, schema) == datums
     assert not native_encode.supports(schema)
@@ -393,6 +398,51 @@ def test_schemas_the_native_path_leaves_to_the_reference(schema):
     datum = avro(schema, value)
     table = archived([datum], schema)
     assert native_encode.encode_rows(table, schema) == [datum]
+
+
+def test_a_column_is_encoded_natively_in_one_buffer():
+    table = archived(DEMO_DATUMS, demo.SCHEMA)
+    header = b"\x00\x00\x00\x00\x2a"
+    with no_fallback():
+        column = native_encode.encode_column(table, demo.SCHEMA, header)
+    assert column.type == pa.binary() and column.null_count == 0
+    assert column.to_pylist() == [header + datum for datum in DEMO_DATUMS]
+
+
+def test_frame_datums_cuts_at_each_marker_and_refuses_a_marker_inside_a_datum():
+    frame = pytest.importorskip("archiver_native").frame_datums
+    marker = b"\x01ABCDEFG"
+    data, offsets = frame(marker + b"xy" + marker + marker + b"z", marker, 3, b"H")
+    column = pa.Array.from_buffers(pa.binary(), 3, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    assert column.to_pylist() == [b"Hxy", b"H", b"Hz"]
+    for block, count in [(marker + b"x" + marker, 1), (b"x" + marker, 1), (marker, 2), (b"", 1)]:
+        with pytest.raises(ValueError, match="marker occurs"):
+            frame(block, marker, count, b"")
+    with pytest.raises(ValueError, match="first byte"):
+        frame(marker, b"\x01\x01", 1, b"")
+
+
+def test_a_marker_inside_a_datum_makes_the_column_fall_back():
+    schema = record(("s", "string"), name="Inside")
+    marker = b"\x01ABCDEFG"
+    datums = [avro(schema, {"s": s}) for s in ("x", "ABCDEFG", "\x01ABCDEFGH")] * 50
+    table = archived(datums, schema)
+    with mock.patch.object(native_encode, "_new_marker", return_value=marker):
+        assert native_encode.encode_column(table, schema, b"h").to_pylist() == [b"h" + d for d in datums]
+
+
+def test_a_spot_check_difference_in_a_column_falls_back_and_retires_the_schema():
+    pytest.importorskip("archiver_native")
+    schema = record(("a", "long"), name="SpotColumn")
+    datums = [avro(schema, {"a": i}) for i in range(200)]
+    table = archived(datums, schema)
+    assert native_encode.supports(schema)
+    wrong = mock.patch.object(native_encode, "frame_datums",
+                              lambda block, marker, count, header: (b"\x00" * count, struct.pack(f"<{count + 1}i", *range(count + 1))))
+    with wrong:
+        assert native_encode.encode_column(table, schema).to_pylist() == datums
+    assert not native_encode.supports(schema)
+    native_encode._PLANS.clear()
 
 
 def test_a_schema_the_reference_rejects_is_rejected_alike():

@@ -1,3 +1,4 @@
+import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -105,6 +106,15 @@ def test_round_robin_refuses_no_partitions():
 def test_partitions_for_keys_is_partition_for_key_of_each_and_minus_one_for_null(keys, partitions):
     expected = [-1 if k is None else partition_for_key(k, partitions) for k in keys]
     assert partitions_for_keys(keys, partitions).tolist() == expected
+
+
+@given(st.lists(st.none() | st.binary(max_size=40), max_size=50), st.integers(1, 1000), st.data())
+def test_keys_in_an_arrow_array_get_the_partitions_of_the_same_keys_in_a_list(keys, partitions, data):
+    """Replay hands keys over as a slice of an Arrow column: its offset, nulls and offsets count."""
+    begin = data.draw(st.integers(0, len(keys)))
+    end = data.draw(st.integers(begin, len(keys)))
+    column = pa.array(keys, pa.binary()).slice(begin, end - begin)
+    assert partitions_for_keys(column, partitions).tolist() == partitions_for_keys(keys[begin:end], partitions).tolist()
 
 
 @given(st.integers(1, 50), st.lists(st.integers(0, 120), max_size=6))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from archiver.errors import TerminalError
 from archiver.source import consumer as consumers
 from archiver.source import native
-from archiver.source.records import HEADER_TYPE, Batch, Record
+from archiver.source.records import HEADER_TYPE, Batch, Record, blob_list, blob_size
 from archiver.writer import parquet
 
 pytestmark = pytest.mark.unit
@@ -90,6 +90,22 @@ def test_the_native_layout_reads_back_as_the_same_batch(rows):
     again = Batch.from_native(native_run(batch))
     assert again.headers.type == HEADER_TYPE
     assert [again.record(i) for i in range(len(again))] == [batch.record(i) for i in range(len(batch))]
+
+
+@settings(max_examples=100, deadline=None)
+@given(records, st.data())
+def test_a_batch_of_arrow_keys_and_values_is_the_batch_of_the_same_lists(rows, data):
+    batch, _ = batch_of(rows)
+    arrow = Batch(batch.topic, batch.partition, batch.offsets, batch.timestamps, batch.types,
+                  pa.array(batch.keys, pa.binary()), pa.array(batch.values, pa.binary()), batch.headers)
+    begin = data.draw(st.integers(0, len(batch)))
+    end = data.draw(st.integers(begin, len(batch)))
+    rows_taken = data.draw(st.lists(st.integers(0, max(0, len(batch) - 1)), max_size=10)) if len(batch) else []
+    for got, want in [(arrow, batch), (arrow.slice(begin, end), batch.slice(begin, end)),
+                      (arrow.take(rows_taken), batch.take(rows_taken))]:
+        assert [got.record(i) for i in range(len(got))] == [want.record(i) for i in range(len(want))]
+        assert blob_list(got.values) == want.values and blob_list(got.keys) == want.keys
+        assert blob_size(got.values) == blob_size(want.values)
 
 
 def test_auto_falls_back_to_confluent_kafka_with_the_reason(monkeypatch, caplog):

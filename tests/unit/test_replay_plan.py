@@ -131,3 +131,26 @@ def test_a_checkpoint_saved_before_it_recorded_its_replay_keeps_working(store):
     assert republish.resume(checkpoint, "anything", selection, spec(selection)) == ({0: 99}, selection)
     checkpoint.save({0: 120})
     assert json.loads(store.get("_replay/old.json"))["target"] == "anything"  # recorded from now on
+
+
+@pytest.mark.parametrize("rows", [150, 3])  # natively, and by the reference below its batch size
+def test_values_of_several_writer_schemas_and_tombstones_come_back_framed_in_row_order(rows):
+    """Replay encodes each writer schema's rows apart and puts them back in table order."""
+    import random
+
+    import pyarrow as pa
+
+    from archiver.codec import arrow, wire
+    from tests.unit.test_codec_arrow import avro, record
+
+    old, new = record(("a", "long"), name="V"), record(("a", "long"), ("b", ["null", "string"]), name="V")
+    schemas = {7: json.dumps(old), 9: json.dumps(new)}
+    rng = random.Random(rows)
+    ids = [rng.choice([7, 9, None]) for _ in range(rows)] + [7, 9, None]
+    values = [{"a": i, "b": None if i % 3 else f"s{i}"} for i in range(len(ids))]
+    want = [None if sid is None else wire.frame(sid, avro(old if sid == 7 else new, v)) for sid, v in zip(ids, values)]
+    table = arrow.decode_batch([avro(new, v) for v in values], new, header_size=0).table
+    table = table.append_column("_schema_id", pa.array(ids, pa.int32()))
+    got = replay_mod._encode_values(table, schemas)
+    assert got.type == pa.binary()
+    assert got.to_pylist() == want
