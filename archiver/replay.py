@@ -328,17 +328,17 @@ class Reader:
         return keep
 
     def _batch(self, table: pa.Table, schemas: dict[int, str]) -> Batch:
-        values = _encode_values(table, schemas)
-        keys = table["_kafka_key"].combine_chunks()
         offsets = table["_kafka_offset"].to_numpy()
+        order = _offset_order(offsets)  # files of an entry hold interleaved offsets: rows go in offset order
+        values = _encode_values(table, schemas, order)
+        keys = table["_kafka_key"].combine_chunks()
         stamps = pc.cast(table["_kafka_timestamp"], pa.int64())
         types = (~pc.is_null(stamps).to_numpy(zero_copy_only=False)).astype(np.int8)
         timestamps = pc.fill_null(stamps, 0).to_numpy()
         headers = table["_kafka_headers"].combine_chunks()
-        order = _offset_order(offsets)
-        if order is not None:  # files of an entry hold interleaved offsets: put rows in offset order
+        if order is not None:
             index = pa.array(order)
-            values, keys, headers = values.take(index), keys.take(index), headers.take(index)
+            keys, headers = keys.take(index), headers.take(index)
             offsets, types, timestamps = offsets[order], types[order], timestamps[order]
         partition = table["_kafka_partition"][0].as_py()
         return Batch(self.selection.topic, partition, offsets, timestamps, types, keys, values, headers)
@@ -416,18 +416,18 @@ def _offset_order(offsets: np.ndarray) -> np.ndarray | None:
     return np.argsort(offsets, kind="stable")
 
 
-def _encode_values(table: pa.Table, schemas: dict[int, str]) -> pa.BinaryArray:
+def _encode_values(table: pa.Table, schemas: dict[int, str], order: np.ndarray | None = None) -> pa.BinaryArray:
     """Each row's value in Confluent wire format with its original schema id (null for tombstones),
-    as one Arrow array: no Python object per record."""
+    as one Arrow array (rows in `order` when given): no Python object per record."""
     column = table["_schema_id"]
     distinct = [i for i in pc.unique(column).to_pylist() if i is not None]
     if len(distinct) == 1 and not column.null_count:  # the common case: one writer schema, no tombstones
-        return _encode(table, schemas[distinct[0]], _header(distinct[0]))
+        return _encode(table, schemas[distinct[0]], _header(distinct[0]), order)
     ids = column.to_numpy(zero_copy_only=False)
     parts, rows = [], []
     for schema_id in distinct:
         picked = np.flatnonzero(ids == schema_id)
-        parts.append(_encode(table.take(pa.array(picked)), schemas[schema_id], _header(schema_id)))
+        parts.append(_encode(table.take(pa.array(picked)), schemas[schema_id], _header(schema_id), None))
         rows.append(picked)
     tombstones = np.flatnonzero(pc.is_null(column).to_numpy(zero_copy_only=False))
     parts.append(pa.nulls(len(tombstones), pa.binary()))
@@ -435,13 +435,13 @@ def _encode_values(table: pa.Table, schemas: dict[int, str]) -> pa.BinaryArray:
     # the rows of each part, back in table order: position of row r in the concatenated parts
     where = np.empty(table.num_rows, np.int64)
     where[np.concatenate(rows)] = np.arange(table.num_rows)
-    return pa.concat_arrays(parts).take(pa.array(where))
+    return pa.concat_arrays(parts).take(pa.array(where if order is None else where[order]))
 
 
-def _encode(table: pa.Table, schema_json: str, header: bytes) -> pa.BinaryArray:
+def _encode(table: pa.Table, schema_json: str, header: bytes, order: np.ndarray | None) -> pa.BinaryArray:
     schema = json.loads(schema_json)
     names = [f["name"] for f in schema["fields"]]
-    return native_encode.encode_column(table.select(names), schema, header)  # falls back to fastavro by itself
+    return native_encode.encode_column(table.select(names), schema, header, order)  # falls back to fastavro by itself
 
 
 def _header(schema_id: int) -> bytes:

@@ -58,6 +58,7 @@ from archiver.codec.native import load_avro_rs
 from archiver.codec.plans import PlanCache
 from archiver.codec.wire import avro_long as _long
 from archiver.errors import ConfigError
+from archiver.source.records import raw
 
 try:
     from archiver_native import frame_datums  # header + datum of each row into one buffer
@@ -108,14 +109,14 @@ def encode_rows(table: pa.Table | pa.RecordBatch, schema: Any, *,
     """
     plan = _PLANS.get(schema) if table.num_rows >= _MIN_ROWS else None
     if plan is not None and (tombstones is None or len(tombstones) == table.num_rows):
-        out = _natively(schema, table, lambda: plan.encode(table, tombstones),
-                        lambda out, row: out[row], tombstones)
+        out = _natively(schema, table, lambda: plan.encode(table, tombstones), lambda out, row: out[row], tombstones)
         if out is not None:
             return out
     return reference.encode_rows(table, schema, tombstones=tombstones)
 
 
-def encode_column(table: pa.Table | pa.RecordBatch, schema: Any, header: bytes = b"") -> pa.BinaryArray:
+def encode_column(table: pa.Table | pa.RecordBatch, schema: Any, header: bytes = b"",
+                  order: np.ndarray | None = None) -> pa.BinaryArray:
     """`header` and then the Avro datum of each row, as one Arrow binary array.
 
     The datums are those of `encode_rows`; natively, they are framed in one buffer by
@@ -124,26 +125,30 @@ def encode_column(table: pa.Table | pa.RecordBatch, schema: Any, header: bytes =
     Args:
         table, schema: As for `encode_rows`.
         header: Bytes put before every datum (the Confluent wire-format header, or none).
+        order: Row positions (a permutation): the datum of row `order[i]` comes i-th. Putting
+            rows in order while framing them costs nothing; taking them afterwards does.
 
     Raises:
         ConfigError, TerminalError: as `codec.arrow.encode_rows` (which then handles the batch).
     """
     plan = _PLANS.get(schema) if table.num_rows >= _MIN_ROWS and frame_datums is not None else None
     if plan is not None:
-        out = _natively(schema, table, lambda: plan.encode_column(table, header),
-                        lambda out, row: out[row].as_py()[len(header):], None)
+        out = _natively(schema, table, lambda: plan.encode_column(table, header, order),
+                        lambda out, row: out[row].as_py()[len(header):], None, order)
         if out is not None:
             return out
     datums = reference.encode_rows(table, schema)
-    return pa.array([header + datum for datum in datums] if header else datums, pa.binary())
+    column = pa.array([header + datum for datum in datums] if header else datums, pa.binary())
+    return column if order is None else column.take(pa.array(order))
 
 
 def _natively(schema: Any, table: pa.Table | pa.RecordBatch, encode: Callable[[], Any],
-              datum_of: Callable[[Any, int], bytes | None], tombstones: Sequence[bool] | None) -> Any:
+              datum_of: Callable[[Any, int], bytes | None], tombstones: Sequence[bool] | None,
+              order: np.ndarray | None = None) -> Any:
     """What `encode` gives, spot-checked; None when it fails (the schema is retired when it disagrees)."""
     try:
         out = encode()
-        _spot_check(out, datum_of, table, schema, tombstones)
+        _spot_check(out, datum_of, table, schema, tombstones, order)
     except (KeyboardInterrupt, SystemExit):
         raise
     except _SpotCheckFailed as exc:
@@ -170,14 +175,18 @@ class _SpotCheckFailed(Exception):
 
 
 def _spot_check(out: Any, datum_of: Callable[[Any, int], bytes | None], table: pa.Table | pa.RecordBatch,
-                schema: Any, tombstones: Sequence[bool] | None) -> None:
-    """Re-encode the first, middle and last rows with the reference: a difference is a native bug."""
-    rows = sorted({0, len(out) // 2, len(out) - 1})
+                schema: Any, tombstones: Sequence[bool] | None, order: np.ndarray | None = None) -> None:
+    """Re-encode the first, middle and last datums with the reference: a difference is a native bug.
+    Datum i is of row i, or of row `order[i]`."""
+    positions = sorted({0, len(out) // 2, len(out) - 1})
+    rows = positions if order is None else [int(order[i]) for i in positions]
     flags = None if tombstones is None else [bool(tombstones[row]) for row in rows]
-    expected = reference.encode_rows(table.take(rows), schema, tombstones=flags)  # one call: ~0.3 ms
-    for row, datum in zip(rows, expected):
-        if datum_of(out, row) != datum:
-            raise _SpotCheckFailed(f"row {row}: {datum_of(out, row)!r} instead of {datum!r}")
+    picked = (pa.concat_tables([table.slice(row, 1) for row in rows]) if isinstance(table, pa.Table)
+              else table.take(rows))  # a Table's take would first join the chunks of its nested columns
+    expected = reference.encode_rows(picked, schema, tombstones=flags)  # one call: ~0.3 ms
+    for position, datum in zip(positions, expected):
+        if datum_of(out, position) != datum:
+            raise _SpotCheckFailed(f"row {position}: {datum_of(out, position)!r} instead of {datum!r}")
 
 
 # --- the plan of a schema ----------------------------------------------------------------------
@@ -324,15 +333,18 @@ class _Plan:
         values = iter(datums)
         return [None if t else next(values) for t in tombstones]
 
-    def encode_column(self, table: pa.Table | pa.RecordBatch, header: bytes) -> pa.BinaryArray:
-        """`header` + the datum of each row as one binary array; raises when the batch does not fit."""
+    def encode_column(self, table: pa.Table | pa.RecordBatch, header: bytes,
+                      order: np.ndarray | None) -> pa.BinaryArray:
+        """`header` + the datum of each row (in `order`) as one binary array; raises when the batch
+        does not fit."""
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
         if not table.num_rows:
             return pa.array([], pa.binary())
         block, marker = self._block(table)
         try:
-            data, offsets = frame_datums(block, marker, table.num_rows, header)
+            data, offsets = frame_datums(block, marker, table.num_rows, header,
+                                         None if order is None else raw(np.ascontiguousarray(order, np.int64)))
         except ValueError as e:
             raise _Unfit(str(e)) from None
         return pa.Array.from_buffers(pa.binary(), table.num_rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)])

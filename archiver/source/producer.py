@@ -18,7 +18,7 @@ from confluent_kafka import KafkaException
 from archiver.errors import TerminalError, TransientError
 from archiver.source import native
 from archiver.source.kafka import CheckedProducer
-from archiver.source.records import Batch, blob_buffers, blob_list, blob_size
+from archiver.source.records import Batch, blob_buffers, blob_list, blob_size, raw
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +120,11 @@ class NativeProducer:
                       schema_ids: dict[int, int] | None = None) -> int:
         """As `PythonProducer.produce_batch`, in one native call."""
         stamps = np.where(batch.types == 0, 0, batch.timestamps).astype(np.int64)
-        return self._call("produce_batch", topic, np.ascontiguousarray(partitions, np.int32).tobytes(),
-                          stamps.tobytes(), blob_buffers(batch.keys), blob_buffers(batch.values),
-                          header_columns(batch.headers),
-                          None if lineage is None else (lineage, batch.partition, batch.offsets.astype(np.int64).tobytes()),
-                          schema_ids or None)
+        lineage = None if lineage is None else (lineage, batch.partition,
+                                                raw(np.ascontiguousarray(batch.offsets, np.int64)))
+        return self._call("produce_batch", topic, raw(np.ascontiguousarray(partitions, np.int32)), raw(stamps),
+                          blob_buffers(batch.keys), blob_buffers(batch.values), header_columns(batch.headers),
+                          lineage, schema_ids or None)
 
     def poll(self, timeout: float = 0.0) -> int:
         self._call("poll", timeout)
@@ -156,17 +156,17 @@ class NativeProducer:
 def header_columns(headers: pa.Array) -> tuple:
     """The buffers of a list<struct<key, value>> column as `archiver_native.Producer.produce_batch`
     takes them: list offsets into the entries, name offsets, names, value offsets, values, and one
-    byte per entry saying whether its value is set (None when all are)."""
-    def offsets(array: pa.Array, buffer: int = 1) -> bytes:
+    byte per entry saying whether its value is set (None when all are). Lent, not copied."""
+    def offsets(array: pa.Array, buffer: int = 1) -> memoryview:
         found = np.frombuffer(array.buffers()[buffer], np.int32)
-        return found[array.offset:array.offset + len(array) + 1].tobytes()
+        return raw(found[array.offset:array.offset + len(array) + 1])
 
-    def data(array: pa.Array) -> bytes:
+    def data(array: pa.Array) -> memoryview | bytes:
         found = array.buffers()[2]
-        return b"" if found is None else found.to_pybytes()
+        return b"" if found is None else raw(found)
 
     entries = headers.values  # the whole child: the list offsets index into it
     names, values = entries.field(0), entries.field(1)  # sliced as the struct is
     valid = None if values.null_count == 0 else \
-        np.asarray(values.is_valid().to_numpy(zero_copy_only=False), np.uint8).tobytes()
+        raw(np.asarray(values.is_valid().to_numpy(zero_copy_only=False), np.uint8))
     return offsets(headers), offsets(names), data(names), offsets(values), data(values), valid

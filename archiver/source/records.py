@@ -159,14 +159,19 @@ def blob_size(column: Blobs) -> int:
 
 def blob_buffers(column: Blobs) -> tuple | list:
     """The column as `archiver_native` takes it: the list itself, or an Arrow array's buffers
-    `(validity or None, int32 offsets, data or None, array offset, length)`: no object per item."""
+    `(validity or None, int32 offsets, data or None, array offset, length)`, lent without a copy."""
     if not isinstance(column, pa.Array):
         return column if isinstance(column, list) else list(column)
     if column.type != pa.binary():
         column = column.cast(pa.binary())
     validity, offsets, data = column.buffers()
-    return (None if validity is None or not column.null_count else validity.to_pybytes(), offsets.to_pybytes(),
-            None if data is None else data.to_pybytes(), column.offset, len(column))
+    return (None if validity is None or not column.null_count else raw(validity), raw(offsets),
+            None if data is None else raw(data), column.offset, len(column))
+
+
+def raw(buffer) -> memoryview:
+    """A contiguous buffer (Arrow's, NumPy's, bytes) as unsigned bytes, as `archiver_native` reads it."""
+    return memoryview(buffer).cast("B")
 
 
 def _item(column: Blobs, i: int) -> bytes | None:

@@ -1,15 +1,43 @@
 //! Byte-string columns crossing into Python and back without an object per item.
 
 use memchr::memmem;
+use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+/// A read-only buffer of bytes lent by a Python object (an Arrow buffer, bytes): no copy.
+pub struct Bytes(PyBuffer<u8>);
+
+impl<'py> FromPyObject<'_, 'py> for Bytes {
+    type Error = PyErr;
+
+    fn extract(object: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        let buffer = PyBuffer::<u8>::get(&object)?;
+        if !buffer.is_c_contiguous() {
+            return Err(PyValueError::new_err("a column buffer must be contiguous"));
+        }
+        Ok(Bytes(buffer))
+    }
+}
+
+impl Bytes {
+    pub fn as_bytes(&self) -> &[u8] {
+        let length = self.0.len_bytes();
+        if length == 0 {
+            return &[];
+        }
+        // SAFETY: the buffer is contiguous, holds `length` bytes and stays valid (and unchanged:
+        // Arrow buffers and bytes are immutable) while `self` holds the Python buffer view.
+        unsafe { std::slice::from_raw_parts(self.0.buf_ptr() as *const u8, length) }
+    }
+}
+
 /// A column of byte strings (None: null) as Python hands it over: a list of bytes, or an Arrow
-/// `binary` array's buffers `(validity or None, int32 offsets, data, array offset, length)`.
+/// `binary` array's buffers `(validity or None, int32 offsets, data or None, array offset, length)`.
 #[derive(FromPyObject)]
 pub enum BlobColumn<'py> {
-    Arrow(Option<Bound<'py, PyBytes>>, Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>, usize, usize),
+    Arrow(Option<Bytes>, Bytes, Option<Bytes>, usize, usize),
     List(Vec<Bound<'py, PyAny>>),
 }
 
@@ -56,9 +84,11 @@ impl BlobColumn<'_> {
 /// int32 offsets)`, the buffers of an Arrow `binary` array. The marker's first byte occurs nowhere
 /// else in it, so its occurrences cannot overlap; exactly `count` of them, the first at the start,
 /// means each is a record's start (anything else raises ValueError: one occurs inside a datum).
+/// `order` (packed int64, a permutation of the records) gives the datums in that order instead.
 #[pyfunction]
-pub fn frame_datums<'py>(py: Python<'py>, block: &[u8], marker: &[u8], count: usize, header: &[u8]
-) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+#[pyo3(signature = (block, marker, count, header, order=None))]
+pub fn frame_datums<'py>(py: Python<'py>, block: &[u8], marker: &[u8], count: usize, header: &[u8],
+                         order: Option<Bytes>) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
     if marker.is_empty() || marker[1..].contains(&marker[0]) {
         return Err(PyValueError::new_err("the marker's first byte must occur once in it"));
     }
@@ -71,14 +101,27 @@ pub fn frame_datums<'py>(py: Python<'py>, block: &[u8], marker: &[u8], count: us
     if size > i32::MAX as usize {
         return Err(PyValueError::new_err("the datums exceed 2 GiB"));
     }
+    let order: Option<Vec<usize>> = match &order {
+        None => None,
+        Some(order) => {
+            let order: Vec<usize> = order.as_bytes().chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as usize).collect();
+            let mut seen = vec![false; count];
+            if order.len() != count || !order.iter().all(|&i| i < count && !std::mem::replace(&mut seen[i], true)) {
+                return Err(PyValueError::new_err("the order is not a permutation of the records"));
+            }
+            Some(order)
+        }
+    };
     let (data, offsets) = py.detach(|| {
         let mut data = Vec::with_capacity(size);
         let mut offsets = Vec::with_capacity((count + 1) * 4);
         offsets.extend_from_slice(&0i32.to_le_bytes());
-        for (n, &start) in starts.iter().enumerate() {
+        for k in 0..count {
+            let n = order.as_ref().map_or(k, |order| order[k]);
             let end = starts.get(n + 1).copied().unwrap_or(block.len());
             data.extend_from_slice(header);
-            data.extend_from_slice(&block[start + marker.len()..end]);
+            data.extend_from_slice(&block[starts[n] + marker.len()..end]);
             offsets.extend_from_slice(&(data.len() as i32).to_le_bytes());
         }
         (data, offsets)

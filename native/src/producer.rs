@@ -15,7 +15,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext
 
 use rdkafka_sys as rdsys;
 
-use crate::columns::BlobColumn;
+use crate::columns::{BlobColumn, Bytes};
 use crate::{kafka_error, timeout, Queues};
 
 /// How long to wait for room when librdkafka's queue is full, before trying again. (The crate's
@@ -234,21 +234,21 @@ impl Producer {
     /// archiver.source.* headers; `schema_ids` rewrites a Confluent value's schema id.
     #[pyo3(signature = (topic, partitions, timestamps, keys, values, headers, lineage=None, schema_ids=None))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    fn produce_batch(&self, py: Python<'_>, topic: String, partitions: &[u8], timestamps: &[u8],
+    fn produce_batch(&self, py: Python<'_>, topic: String, partitions: Bytes, timestamps: Bytes,
                      keys: BlobColumn<'_>, values: BlobColumn<'_>,
-                     headers: (&[u8], &[u8], &[u8], &[u8], &[u8], Option<&[u8]>),
-                     lineage: Option<(String, i32, &[u8])>, schema_ids: Option<HashMap<u32, u32>>) -> PyResult<u64> {
+                     headers: (Bytes, Bytes, Bytes, Bytes, Bytes, Option<Bytes>),
+                     lineage: Option<(String, i32, Bytes)>, schema_ids: Option<HashMap<u32, u32>>) -> PyResult<u64> {
         let n = values.len();
-        let (partitions, timestamps) = (int32s(partitions), int64s(timestamps));
+        let (partitions, timestamps) = (int32s(partitions.as_bytes()), int64s(timestamps.as_bytes()));
         let headers = HeaderColumns {
-            lists: int32s(headers.0),
-            name_offsets: int32s(headers.1),
-            names: headers.2,
-            value_offsets: int32s(headers.3),
-            values: headers.4,
-            valid: headers.5,
+            lists: int32s(headers.0.as_bytes()),
+            name_offsets: int32s(headers.1.as_bytes()),
+            names: headers.2.as_bytes(),
+            value_offsets: int32s(headers.3.as_bytes()),
+            values: headers.4.as_bytes(),
+            valid: headers.5.as_ref().map(|v| v.as_bytes()),
         };
-        let lineage = lineage.map(|(topic, partition, offsets)| (topic, partition.to_string(), int64s(offsets)));
+        let lineage = lineage.map(|(topic, partition, offsets)| (topic, partition.to_string(), int64s(offsets.as_bytes())));
         if keys.len() != n || partitions.len() != n || timestamps.len() != n || headers.lists.len() != n + 1
             || lineage.as_ref().is_some_and(|(_, _, offsets)| offsets.len() != n) {
             return Err(PyValueError::new_err("produce_batch: columns of different lengths"));

@@ -14,6 +14,7 @@ from decimal import Decimal
 from unittest import mock
 
 import fastavro
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -407,6 +408,13 @@ def test_a_column_is_encoded_natively_in_one_buffer():
         column = native_encode.encode_column(table, demo.SCHEMA, header)
     assert column.type == pa.binary() and column.null_count == 0
     assert column.to_pylist() == [header + datum for datum in DEMO_DATUMS]
+    order = np.random.default_rng(5).permutation(len(DEMO_DATUMS))
+    with no_fallback():
+        column = native_encode.encode_column(table, demo.SCHEMA, header, order)
+    assert column.to_pylist() == [header + DEMO_DATUMS[i] for i in order]
+    small = archived(DEMO_DATUMS[:5], demo.SCHEMA)  # the reference's batch size: the same order
+    assert native_encode.encode_column(small, demo.SCHEMA, header, order[order < 5]).to_pylist() == [
+        header + DEMO_DATUMS[i] for i in order[order < 5]]
 
 
 def test_frame_datums_cuts_at_each_marker_and_refuses_a_marker_inside_a_datum():
@@ -420,6 +428,12 @@ def test_frame_datums_cuts_at_each_marker_and_refuses_a_marker_inside_a_datum():
             frame(block, marker, count, b"")
     with pytest.raises(ValueError, match="first byte"):
         frame(marker, b"\x01\x01", 1, b"")
+    data, offsets = frame(marker + b"xy" + marker + marker + b"z", marker, 3, b"H", struct.pack("<3q", 2, 0, 1))
+    column = pa.Array.from_buffers(pa.binary(), 3, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    assert column.to_pylist() == [b"Hz", b"Hxy", b"H"]
+    for order in [(0, 0, 1), (0, 1, 3), (0, 1)]:
+        with pytest.raises(ValueError, match="permutation"):
+            frame(marker + b"xy" + marker + marker + b"z", marker, 3, b"H", struct.pack(f"<{len(order)}q", *order))
 
 
 def test_a_marker_inside_a_datum_makes_the_column_fall_back():
@@ -438,7 +452,7 @@ def test_a_spot_check_difference_in_a_column_falls_back_and_retires_the_schema()
     table = archived(datums, schema)
     assert native_encode.supports(schema)
     wrong = mock.patch.object(native_encode, "frame_datums",
-                              lambda block, marker, count, header: (b"\x00" * count, struct.pack(f"<{count + 1}i", *range(count + 1))))
+                              lambda block, marker, count, header, order: (b"\x00" * count, struct.pack(f"<{count + 1}i", *range(count + 1))))
     with wrong:
         assert native_encode.encode_column(table, schema).to_pylist() == datums
     assert not native_encode.supports(schema)

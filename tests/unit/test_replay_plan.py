@@ -138,7 +138,9 @@ def test_values_of_several_writer_schemas_and_tombstones_come_back_framed_in_row
     """Replay encodes each writer schema's rows apart and puts them back in table order."""
     import random
 
+    import numpy as np
     import pyarrow as pa
+    import pyarrow.compute  # noqa: F401 - pa.compute
 
     from archiver.codec import arrow, wire
     from tests.unit.test_codec_arrow import avro, record
@@ -154,3 +156,10 @@ def test_values_of_several_writer_schemas_and_tombstones_come_back_framed_in_row
     got = replay_mod._encode_values(table, schemas)
     assert got.type == pa.binary()
     assert got.to_pylist() == want
+    order = list(range(len(ids)))
+    rng.shuffle(order)
+    assert replay_mod._encode_values(table, schemas, np.array(order)).to_pylist() == [want[i] for i in order]
+    one = table.filter(pa.compute.equal(table["_schema_id"], 9))  # one writer schema: framed in order natively
+    order = np.random.default_rng(rows).permutation(one.num_rows)
+    want = [v for v, sid in zip(want, ids) if sid == 9]
+    assert replay_mod._encode_values(one, schemas, order).to_pylist() == [want[i] for i in order]
