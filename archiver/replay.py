@@ -258,8 +258,8 @@ class Reader:
                 files = sorted((f for f in files if f.last_offset > done), key=lambda f: (f.first_offset, f.key))
                 if files:  # else replayed before the checkpoint
                     work.append((plan.partition, files, done))
-        downloads = _prefetched(lambda f: self.archive.store.get(f.key), [f for _, files, _ in work for f in files],
-                                DOWNLOADS_AHEAD)
+        downloads = _prefetched(lambda f: _Cursor.opened(f, self.archive.store.get(f.key)),
+                                [f for _, files, _ in work for f in files], DOWNLOADS_AHEAD)
         try:
             for partition, files, done in work:
                 yield from self._merged(partition, files, done, downloads)
@@ -276,10 +276,10 @@ class Reader:
                 low = max(low, waiting[0].first_offset)  # skip offsets no file holds
             high = low + WINDOW_OFFSETS
             while waiting and waiting[0].first_offset < high:
-                file, data = next(downloads)
+                file, cursor = next(downloads)
                 assert file is waiting[0], "downloads out of order"
-                self.bytes_read += len(data)  # counted here, not in the download threads
-                cursor = _Cursor(waiting.pop(0), data)
+                waiting.pop(0)
+                self.bytes_read += cursor.size  # counted here, not in the download threads
                 schemas.update(cursor.schemas)
                 cursors.append(cursor)
             batches = [batch for cursor in cursors for batch in cursor.below(high)]
@@ -348,6 +348,9 @@ WINDOW_OFFSETS = 50_000
 """Offsets merged at a time across an entry's files: bounds the rows decoded at once."""
 BATCH_ROWS = 16_384
 DOWNLOADS_AHEAD = 8
+DECODE_AHEAD_BYTES = 1 << 20
+"""Files at most this size are decoded whole as they download: at most `DOWNLOADS_AHEAD` of them
+(decoded, some ten times their size) wait at a time; larger ones are read a batch at a time."""
 
 
 class _Cursor:
@@ -359,6 +362,7 @@ class _Cursor:
     """
 
     def __init__(self, file: FileEntry, data: bytes):
+        self.size = len(data)
         parquet = pq.ParquetFile(io.BytesIO(data))
         metadata = parquet.schema_arrow.metadata or {}
         self.schemas = writer_schemas_of(metadata)
@@ -370,6 +374,14 @@ class _Cursor:
         self._parts = (as_written(part, written) for part in parts)
         self._head: pa.RecordBatch | None = None
         self.done = False
+
+    @classmethod
+    def opened(cls, file: FileEntry, data: bytes) -> tuple[FileEntry, _Cursor]:
+        """A cursor on `data` (the file's bytes), with all its rows decoded when the file is small."""
+        cursor = cls(file, data)
+        if len(data) <= DECODE_AHEAD_BYTES:
+            cursor._parts = iter(list(cursor._parts))
+        return file, cursor
 
     def below(self, high: int) -> list[pa.RecordBatch]:
         """The rows not handed out yet whose offset is below `high`."""
@@ -394,19 +406,17 @@ class _Cursor:
         return out
 
 
-def _prefetched(fetch: Callable[[FileEntry], bytes], files: list[FileEntry],
-                ahead: int) -> Iterator[tuple[FileEntry, bytes]]:
-    """(file, bytes) in order, with up to `ahead` downloads running ahead of the consumer."""
+def _prefetched(fetch: Callable[[FileEntry], tuple[FileEntry, _Cursor]], files: list[FileEntry],
+                ahead: int) -> Iterator[tuple[FileEntry, _Cursor]]:
+    """`fetch(file)` of each file in order, with up to `ahead` running ahead of the consumer."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="download") as pool:
         queue: collections.deque = collections.deque()
         for f in files:
             queue.append((f, pool.submit(fetch, f)))
             if len(queue) > ahead:
-                done, future = queue.popleft()
-                yield done, future.result()
+                yield queue.popleft()[1].result()
         while queue:
-            done, future = queue.popleft()
-            yield done, future.result()
+            yield queue.popleft()[1].result()
 
 
 def _offset_order(offsets: np.ndarray) -> np.ndarray | None:

@@ -44,8 +44,11 @@ def main() -> None:
     parser.add_argument("--archive-url", help="an archive already holding --topic")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", default="native,python", help="run.kafka_client values to compare")
+    parser.add_argument("--trees", default="", help="NAME=DIR,...: also compare these checkouts of archiver "
+                        "(run with PYTHONPATH=DIR, each with the first of --clients), interleaved with the others")
     args = parser.parse_args()
     clients = args.clients.split(",")
+    trees = dict(item.split("=", 1) for item in args.trees.split(",") if item)
 
     env = dict(os.environ)
     if args.archive_url:
@@ -58,13 +61,16 @@ def main() -> None:
         print(f"archived {args.topic} in {wall:.1f}s: {out.strip()}")
     kafka = KafkaSettings.from_env(env)
     partitions = source_kafka.list_topics(kafka)[args.topic]
-    samples: dict[str, list[dict]] = {client: [] for client in clients}
+    variants = {client: {"ARCHIVER_KAFKA_CLIENT": client} for client in clients}
+    variants |= {name: {"ARCHIVER_KAFKA_CLIENT": clients[0], "PYTHONPATH": str(Path(tree).resolve())}
+                 for name, tree in trees.items()}
+    samples: dict[str, list[dict]] = {name: [] for name in variants}
     for _ in range(args.runs):
-        for client in clients:
+        for client, extra in variants.items():
             target = f"{args.topic}-replay-{uuid.uuid4().hex[:6]}"
             source_kafka.ensure_topic(kafka, target, partitions)
             wall, cpu, rss, out = timed([ARCHIVER, "replay", "--topic", args.topic, "--to-topic", target],
-                                        env | {"ARCHIVER_KAFKA_CLIENT": client})
+                                        env | extra)
             summary = json.loads(out)
             samples[client].append({"wall": wall, "cpu": cpu, "rss": rss, "records": summary["records"],
                                     "bytes": summary["bytes"]})
