@@ -341,20 +341,20 @@ class _Plan:
             table = pa.Table.from_batches([table])
         if not table.num_rows:
             return pa.array([], pa.binary())
-        block, marker = self._block(table)
+        container, marker = self._container(table)
         try:
-            data, offsets = frame_datums(block, marker, table.num_rows, header,
+            data, offsets = frame_datums(container, marker, table.num_rows, header,
                                          None if order is None else raw(np.ascontiguousarray(order, np.int64)))
         except ValueError as e:
             raise _Unfit(str(e)) from None
         return pa.Array.from_buffers(pa.binary(), table.num_rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
     def _encode_values(self, table: pa.Table) -> list[bytes]:
-        block, marker = self._block(table)
-        return _split(block, marker, table.num_rows)
+        container, marker = self._container(table)
+        return _datums(container, marker, table.num_rows)
 
-    def _block(self, table: pa.Table) -> tuple[bytes, bytes]:
-        """The records of the container the writer writes (each the marker, then a datum), and the marker."""
+    def _container(self, table: pa.Table) -> tuple[bytes, bytes]:
+        """The container file the writer writes (each record the marker, then a datum), and the marker."""
         marker = _new_marker()
         arrays = [_markers(marker, table.num_rows)]
         for (name, site), target in zip(self.fields, self.target):
@@ -367,7 +367,7 @@ class _Plan:
         sink = AvroBuffSink(out, table, None)  # Schema.empty_table() cannot make a dense union
         sink.write(table)
         sink.close()
-        return _records(out.getvalue(), table.num_rows), marker
+        return out.getvalue(), marker
 
 
 def _column(table: pa.Table, target: pa.Field) -> pa.ChunkedArray:

@@ -79,25 +79,117 @@ impl BlobColumn<'_> {
     }
 }
 
-/// The datums of an Avro container block whose `count` records each start with `marker`, each
-/// behind `header` (the Confluent wire-format header, or nothing), laid end to end: `(data,
-/// int32 offsets)`, the buffers of an Arrow `binary` array. The marker's first byte occurs nowhere
-/// else in it, so its occurrences cannot overlap; exactly `count` of them, the first at the start,
-/// means each is a record's start (anything else raises ValueError: one occurs inside a datum).
+/// Avro's zig-zag varint at `*pos`, which moves past it.
+fn read_long(data: &[u8], pos: &mut usize) -> PyResult<i64> {
+    let (mut value, mut shift) = (0u64, 0u32);
+    loop {
+        let byte = *data.get(*pos).ok_or_else(|| unfit("a truncated varint"))?;
+        if shift > 63 {
+            return Err(unfit("an overlong varint"));
+        }
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        shift += 7;
+        if byte < 0x80 {
+            return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+}
+
+fn read_bytes<'a>(data: &'a [u8], pos: &mut usize) -> PyResult<&'a [u8]> {
+    let size = read_long(data, pos)?;
+    let end = usize::try_from(size).ok().and_then(|s| pos.checked_add(s)).filter(|&e| e <= data.len())
+        .ok_or_else(|| unfit("a truncated byte string"))?;
+    let bytes = &data[*pos..end];
+    *pos = end;
+    Ok(bytes)
+}
+
+fn unfit(what: &str) -> PyErr {
+    PyValueError::new_err(format!("{what} in the writer's output"))
+}
+
+/// The data of each block of an Avro object container file (null codec), checked: the magic, the
+/// codec, every block's sync marker, and `count` records in all.
+fn container_blocks(data: &[u8], count: usize) -> PyResult<Vec<&[u8]>> {
+    if !data.starts_with(b"Obj\x01") {
+        return Err(unfit("no Avro container file"));
+    }
+    let mut pos = 4;
+    loop {
+        let mut entries = read_long(data, &mut pos)?;
+        if entries == 0 {
+            break;
+        }
+        if entries < 0 {
+            entries = -entries;
+            read_long(data, &mut pos)?; // the block's size in bytes
+        }
+        for _ in 0..entries {
+            let key = read_bytes(data, &mut pos)?;
+            let value = read_bytes(data, &mut pos)?;
+            if key == b"avro.codec" && value != b"null" {
+                return Err(unfit(&format!("the codec {:?}", String::from_utf8_lossy(value))));
+            }
+        }
+    }
+    let sync = data.get(pos..pos + 16).ok_or_else(|| unfit("a truncated header"))?;
+    pos += 16;
+    let (mut blocks, mut records) = (Vec::new(), 0usize);
+    while pos < data.len() {
+        let rows = read_long(data, &mut pos)?;
+        let block = read_bytes(data, &mut pos)?;
+        if rows < 0 {
+            return Err(unfit("a negative block count"));
+        }
+        if data.get(pos..pos + 16) != Some(sync) {
+            return Err(unfit("a block without the sync marker"));
+        }
+        pos += 16;
+        records += rows as usize;
+        blocks.push(block);
+    }
+    if records != count {
+        return Err(unfit(&format!("{records} records instead of {count}")));
+    }
+    Ok(blocks)
+}
+
+/// The datums of the Avro object container file `container` (null codec) whose `count` records
+/// each start with `marker`, each behind `header` (the Confluent wire-format header, or nothing),
+/// laid end to end: `(data, int32 offsets)`, the buffers of an Arrow `binary` array.
+///
+/// The marker's first byte occurs nowhere else in it, so its occurrences cannot overlap; exactly
+/// `count` of them, each block starting with one, means each is a record's start (anything else
+/// raises ValueError: one occurs inside a datum). A malformed container raises ValueError too.
 /// `order` (packed int64, a permutation of the records) gives the datums in that order instead.
 #[pyfunction]
-#[pyo3(signature = (block, marker, count, header, order=None))]
-pub fn frame_datums<'py>(py: Python<'py>, block: &[u8], marker: &[u8], count: usize, header: &[u8],
+#[pyo3(signature = (container, marker, count, header, order=None))]
+pub fn frame_datums<'py>(py: Python<'py>, container: Bytes, marker: &[u8], count: usize, header: &[u8],
                          order: Option<Bytes>) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
     if marker.is_empty() || marker[1..].contains(&marker[0]) {
         return Err(PyValueError::new_err("the marker's first byte must occur once in it"));
     }
-    let starts: Vec<usize> = py.detach(|| memmem::find_iter(block, marker).collect());
-    if starts.len() != count || starts.first().is_some_and(|&s| s != 0) || (count == 0 && !block.is_empty()) {
+    let blocks = container_blocks(container.as_bytes(), count)?;
+    // every record as (start, end) in its block: from just after its marker to the next marker
+    let records: Vec<&[u8]> = py.detach(|| {
+        let mut records = Vec::with_capacity(count);
+        for block in &blocks {
+            let starts: Vec<usize> = memmem::find_iter(block, marker).collect();
+            if starts.first().is_some_and(|&s| s != 0) || (starts.is_empty() && !block.is_empty()) {
+                return Err(starts.len());
+            }
+            for (n, &start) in starts.iter().enumerate() {
+                records.push(&block[start + marker.len()..starts.get(n + 1).copied().unwrap_or(block.len())]);
+            }
+        }
+        Ok(records)
+    }).map_err(|_| PyValueError::new_err("the marker occurs inside a datum"))?;
+    if records.len() != count {
         return Err(PyValueError::new_err(format!(
-            "the marker occurs {} times where {count} records were written", starts.len())));
+            "the marker occurs {} times where {count} records were written", records.len())));
     }
-    let size = block.len() - count * marker.len() + count * header.len();
+    let size = records.iter().map(|r| r.len() + header.len()).sum::<usize>();
     if size > i32::MAX as usize {
         return Err(PyValueError::new_err("the datums exceed 2 GiB"));
     }
@@ -118,10 +210,8 @@ pub fn frame_datums<'py>(py: Python<'py>, block: &[u8], marker: &[u8], count: us
         let mut offsets = Vec::with_capacity((count + 1) * 4);
         offsets.extend_from_slice(&0i32.to_le_bytes());
         for k in 0..count {
-            let n = order.as_ref().map_or(k, |order| order[k]);
-            let end = starts.get(n + 1).copied().unwrap_or(block.len());
             data.extend_from_slice(header);
-            data.extend_from_slice(&block[starts[n] + marker.len()..end]);
+            data.extend_from_slice(records[order.as_ref().map_or(k, |order| order[k])]);
             offsets.extend_from_slice(&(data.len() as i32).to_le_bytes());
         }
         (data, offsets)

@@ -351,6 +351,13 @@ def test_container_blocks_are_parsed_and_checked():
     for bad, count in [(data, 2), (data[:-1], 3), (data.replace(b"null", b"zstd"), 3)]:
         with pytest.raises(native_encode._Unfit):
             native_encode._datums(bad, marker, count)
+    if native_encode.frame_datums is not None:  # the native framing parses and checks alike
+        framed, offsets = native_encode.frame_datums(data, marker, 3, b"h")
+        column = pa.Array.from_buffers(pa.binary(), 3, [None, pa.py_buffer(offsets), pa.py_buffer(framed)])
+        assert column.to_pylist() == [b"h\x02", b"h", b"h"]
+        for bad, count in [(data, 2), (data[:-1], 3), (data.replace(b"null", b"zstd"), 3), (data[1:], 3)]:
+            with pytest.raises(ValueError, match="writer's output"):
+                native_encode.frame_datums(bad, marker, count, b"")
 
 
 # --- failures and unsupported schemas ---------------------------------------------------------
@@ -417,23 +424,34 @@ def test_a_column_is_encoded_natively_in_one_buffer():
         header + DEMO_DATUMS[i] for i in order[order < 5]]
 
 
+def container(*blocks: bytes, marker: bytes = b"\x01ABCDEFG", sync: bytes = bytes(range(16))) -> bytes:
+    """An Avro container file (null codec) of one block per argument, counting its markers as records."""
+    header = b"Obj\x01" + b"\x02" + b"\x14avro.codec\x08null" + b"\x00" + sync
+    return header + b"".join(native_encode._long(b.count(marker)) + native_encode._long(len(b)) + b + sync
+                             for b in blocks)
+
+
 def test_frame_datums_cuts_at_each_marker_and_refuses_a_marker_inside_a_datum():
     frame = pytest.importorskip("archiver_native").frame_datums
     marker = b"\x01ABCDEFG"
-    data, offsets = frame(marker + b"xy" + marker + marker + b"z", marker, 3, b"H")
+    data, offsets = frame(container(marker + b"xy" + marker, marker + b"z"), marker, 3, b"H")
     column = pa.Array.from_buffers(pa.binary(), 3, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     assert column.to_pylist() == [b"Hxy", b"H", b"Hz"]
-    for block, count in [(marker + b"x" + marker, 1), (b"x" + marker, 1), (marker, 2), (b"", 1)]:
-        with pytest.raises(ValueError, match="marker occurs"):
-            frame(block, marker, count, b"")
+    for blocks, count in [((marker + b"x" + marker,), 1), ((b"x" + marker,), 1), ((marker, marker + b"y"), 3)]:
+        with pytest.raises(ValueError, match="marker occurs|records instead"):
+            frame(container(*blocks), marker, count, b"")
+    one = marker + b"x" + marker + b"y"  # the writer says it is 1 record: its datum holds the marker
+    with pytest.raises(ValueError, match="marker occurs 2 times where 1"):
+        frame(container(one)[:-16 - len(one) - 2] + b"\x02" + native_encode._long(len(one)) + one + bytes(range(16)),
+              marker, 1, b"")
     with pytest.raises(ValueError, match="first byte"):
-        frame(marker, b"\x01\x01", 1, b"")
-    data, offsets = frame(marker + b"xy" + marker + marker + b"z", marker, 3, b"H", struct.pack("<3q", 2, 0, 1))
+        frame(container(marker), b"\x01\x01", 1, b"")
+    data, offsets = frame(container(marker + b"xy" + marker, marker + b"z"), marker, 3, b"H", struct.pack("<3q", 2, 0, 1))
     column = pa.Array.from_buffers(pa.binary(), 3, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     assert column.to_pylist() == [b"Hz", b"Hxy", b"H"]
     for order in [(0, 0, 1), (0, 1, 3), (0, 1)]:
         with pytest.raises(ValueError, match="permutation"):
-            frame(marker + b"xy" + marker + marker + b"z", marker, 3, b"H", struct.pack(f"<{len(order)}q", *order))
+            frame(container(marker + b"xy" + marker, marker + b"z"), marker, 3, b"H", struct.pack(f"<{len(order)}q", *order))
 
 
 def test_a_marker_inside_a_datum_makes_the_column_fall_back():
