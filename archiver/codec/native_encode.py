@@ -60,10 +60,10 @@ from archiver.codec.wire import avro_long as _long
 from archiver.errors import ConfigError
 from archiver.source.records import raw
 
-try:
-    from archiver_native import frame_datums  # header + datum of each row into one buffer
-except ImportError:  # pragma: no cover - without the native module, columns are built from the list
-    frame_datums = None
+try:  # header + datum of each row into one buffer; a SIMD check of UTF-8
+    from archiver_native import frame_datums, utf8_valid
+except ImportError:  # pragma: no cover - without the native module: a list of datums, Arrow's check
+    frame_datums = utf8_valid = None
 
 try:
     AvroBuffSink = load_avro_rs().AvroBuffSink  # pinned by the tests, probed per schema
@@ -602,8 +602,13 @@ def _float(array: pa.Array, site: _Site, written: pa.Array | None) -> pa.Array:
 
 
 def _string(array: pa.Array, site: _Site, written: pa.Array | None) -> pa.Array:
+    # UTF-8: the reference cannot make Python strings of invalid ones (Parquet readers do not check)
+    if utf8_valid is not None and array.type == pa.string():
+        _, offsets, data = array.buffers()
+        if utf8_valid(raw(offsets), None if data is None else raw(data), array.offset, len(array)):
+            return array  # the native check found nothing; else Arrow's names the problem
     try:
-        array.validate(full=True)  # UTF-8: the reference cannot make Python strings of invalid ones
+        array.validate(full=True)
     except pa.ArrowInvalid as exc:
         raise _Unfit(f"an invalid string: {_reason(exc)}") from None
     return array

@@ -218,3 +218,31 @@ pub fn frame_datums<'py>(py: Python<'py>, container: Bytes, marker: &[u8], count
     });
     Ok((PyBytes::new(py, &data), PyBytes::new(py, &offsets)))
 }
+
+/// Whether every string of an Arrow `string` array (its int32 offsets and data, from its array
+/// offset, `length` strings) is valid UTF-8: the data they span is, and each starts and ends on a
+/// character boundary. The bytes of nulls are checked too (stricter than needed: the caller then
+/// takes its slower path).
+#[pyfunction]
+pub fn utf8_valid(py: Python<'_>, offsets: Bytes, data: Option<Bytes>, offset: usize, length: usize) -> PyResult<bool> {
+    let (offsets, data) = (offsets.as_bytes(), data.as_ref().map_or(&[][..], |d| d.as_bytes()));
+    if offsets.len() < (offset + length + 1) * 4 {
+        return Err(PyValueError::new_err("a string column's offsets are shorter than its length"));
+    }
+    let at = |i: usize| i32::from_le_bytes(offsets[i * 4..i * 4 + 4].try_into().unwrap());
+    Ok(py.detach(|| {
+        let (first, last) = (at(offset), at(offset + length));
+        if first < 0 || last < first || last as usize > data.len() {
+            return false;
+        }
+        let span = &data[first as usize..last as usize];
+        if std::str::from_utf8(span).is_err() {
+            return false;
+        }
+        // continuation bytes are 0b10xxxxxx: a string starting on one would split a character
+        (offset..=offset + length).all(|i| {
+            let o = at(i);
+            o >= first && o <= last && (o == last || (data[o as usize] as i8) >= -0x40)
+        }) && (offset..offset + length).all(|i| at(i) <= at(i + 1))
+    }))
+}

@@ -87,6 +87,7 @@ fn archiver_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<producer::Producer>()?;
     m.add_function(wrap_pyfunction!(producer::partitions_for_keys, m)?)?;
     m.add_function(wrap_pyfunction!(columns::frame_datums, m)?)?;
+    m.add_function(wrap_pyfunction!(columns::utf8_valid, m)?)?;
     m.add("KafkaError", m.py().get_type::<KafkaError>())?;
     m.add("LIBRDKAFKA_VERSION", rdkafka::util::get_rdkafka_version().1)?;
     Ok(())

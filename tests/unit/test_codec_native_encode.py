@@ -7,6 +7,7 @@ where `encode_rows` would catch a difference with its spot check and fall back.
 """
 
 import io
+import itertools
 import json
 import re
 import struct
@@ -302,6 +303,25 @@ def test_invalid_utf8():
     assert native_result(table, schema) is None
     with pytest.raises(UnicodeDecodeError):
         native_encode.encode_rows(table, schema)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=6) | st.text(max_size=3).map(str.encode), max_size=12), st.data())
+def test_the_native_utf8_check_agrees_with_arrows(pieces, data):
+    """Byte strings that may split a character or hold invalid bytes, in a possibly sliced array."""
+    check = pytest.importorskip("archiver_native").utf8_valid
+    offsets = pa.array([0, *itertools.accumulate(map(len, pieces))], pa.int32())
+    column = pa.Array.from_buffers(pa.string(), len(pieces), [None, offsets.buffers()[1], pa.py_buffer(b"".join(pieces))])
+    begin = data.draw(st.integers(0, len(pieces)))
+    column = column.slice(begin, data.draw(st.integers(0, len(pieces) - begin)))
+    try:
+        column.validate(full=True)
+        arrows = True
+    except pa.ArrowInvalid:
+        arrows = False
+    _, offsets, values = column.buffers()
+    values = None if values is None else memoryview(values).cast("B")
+    assert check(memoryview(offsets).cast("B"), values, column.offset, len(column)) == arrows
 
 
 def test_ambiguous_union_branches_keep_their_branch():
