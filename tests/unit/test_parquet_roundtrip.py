@@ -2,7 +2,7 @@
 
 Values are framed in the Confluent wire format, decoded by `ValueDecoder` (the native decoder
 when it takes the schema, the reference when `native_allowed=False`), joined to the Kafka
-metadata columns by `sink.archived_rows` (what `Sink._with_metadata` calls), written by
+metadata columns by `writer.rows.archived_rows` (what the sink's rows stage calls), written by
 `writer.parquet.encode` and read back with pyarrow. The writer schema recovered from the file
 must re-encode every row to the bytes the producer wrote, and the metadata columns must hold
 what went in.
@@ -30,7 +30,7 @@ from archiver.codec import native, wire
 from archiver.codec.arrow import encode_rows
 from archiver.codec.values import Run, ValueDecoder
 from archiver.errors import NotFound
-from archiver.sink import _in_offset_order, archived_rows
+from archiver.writer.rows import archived_rows, in_offset_order
 from archiver.writer import parquet
 from tests.unit.test_codec_arrow import avro, datums, faithfully_written, record, schemas
 
@@ -141,7 +141,7 @@ def archive(values: list[bytes | None], fields: dict, decoder: ValueDecoder, key
     if len(decoded.runs) == 1 and len(decoded.runs[0].rows) == len(values):
         table = with_metadata(decoded.runs[0], fields, None, key_format)
     else:
-        table = _in_offset_order([with_metadata(run, fields, run.rows, key_format) for run in decoded.runs])
+        table = in_offset_order([with_metadata(run, fields, run.rows, key_format) for run in decoded.runs])
     ids = {run.schema_id for run in decoded.runs if run.schema_id is not None}
     return parquet.encode(table, {i: decoder.schema_text(i) for i in ids})
 
