@@ -1,6 +1,7 @@
 """Benchmark `archiver run --once`: real Kafka → archiver → Parquet in real S3.
 
-Produces N demo events (~200 B of Avro each) into a fresh topic, then archives them several
+Produces N demo events (~200 B of Avro each; `--shape nested`: orders with nested records, maps,
+decimals and a 3-branch union) into a fresh topic, then archives them several
 times (a fresh archive prefix and consumer group per run) and prints medians of: records/s,
 records per CPU-second of the archiver process, MB/s of Avro input, peak RSS, archive bytes
 over raw Avro bytes. `auto` is the default (the native consumer and the batch decoder);
@@ -33,26 +34,91 @@ from archiver.store import open_store
 
 ARCHIVER = str(Path(sys.executable).parent / "archiver")
 
+NESTED = {
+    "type": "record", "name": "Order", "namespace": "bench.nested",
+    "fields": [
+        {"name": "order_id", "type": "string"},
+        {"name": "placed_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "customer", "type": {"type": "record", "name": "Customer", "fields": [
+            {"name": "id", "type": "long"},
+            {"name": "name", "type": "string"},
+            {"name": "address", "type": {"type": "record", "name": "Address", "fields": [
+                {"name": "street", "type": "string"}, {"name": "city", "type": "string"},
+                {"name": "zip", "type": ["null", "string"], "default": None}]}}]}},
+        {"name": "lines", "type": {"type": "array", "items": {"type": "record", "name": "Line", "fields": [
+            {"name": "sku", "type": "string"}, {"name": "quantity", "type": "int"},
+            {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}}]}}},
+        {"name": "total", "type": {"type": "bytes", "logicalType": "decimal", "precision": 14, "scale": 2}},
+        {"name": "attributes", "type": {"type": "map", "values": "string"}},
+        {"name": "counters", "type": {"type": "map", "values": "long"}},
+        {"name": "payment", "type": ["string", "long", {"type": "record", "name": "Card", "fields": [
+            {"name": "network", "type": {"type": "enum", "name": "Network", "symbols": ["VISA", "MC", "AMEX"]}},
+            {"name": "last4", "type": "string"}]}]},
+    ],
+}
+"""The nested shape (`--shape nested`): nested records, an array of records, decimals, maps and a
+union of three branches (string, long, record)."""
+
+
+def nested_events(count: int, start_ms: int, span_ms: int, seed: int = 7):
+    """`count` distinct orders over [start_ms, start_ms + span_ms), in time order, as demo.Event."""
+    import random
+    from decimal import Decimal
+
+    rng = random.Random(seed)
+    cities = ["Lisbon", "Oslo", "Austin", "Osaka", "Lyon", "Porto", "Kyiv", "Quito"]
+    step = span_ms / max(count, 1)
+    for i in range(count):
+        ts = start_ms + int(i * step)
+        customer = rng.randrange(50_000)
+        lines = [{"sku": f"sku-{rng.randrange(5_000):05d}", "quantity": rng.randrange(1, 5),
+                  "price": Decimal(rng.randrange(100, 100_000)).scaleb(-2)} for _ in range(rng.randrange(1, 4))]
+        total = sum((line["price"] * line["quantity"] for line in lines), Decimal(0))
+        payment = rng.choice([f"voucher-{rng.getrandbits(32):08x}", rng.randrange(10**9),
+                              {"network": rng.choice(["VISA", "MC", "AMEX"]), "last4": f"{rng.randrange(10_000):04d}"}])
+        value = {
+            "order_id": f"o-{rng.getrandbits(64):016x}", "placed_at": ts,
+            "customer": {"id": customer, "name": f"customer {customer}",
+                         "address": {"street": f"{rng.randrange(1, 300)} Main St", "city": rng.choice(cities),
+                                     "zip": None if rng.random() < 0.2 else f"{rng.randrange(10**5):05d}"}},
+            "lines": lines, "total": total,
+            "attributes": {k: rng.choice(["a", "b", "c"]) for k in rng.sample(["channel", "promo", "tier", "lang"], 2)},
+            "counters": {"items": sum(line["quantity"] for line in lines), "visits": rng.randrange(100)},
+            "payment": ("bench.nested.Card", payment) if isinstance(payment, dict) else payment,
+        }
+        yield demo.Event(f"c-{customer}".encode(), value, [("source", b"checkout")], ts)
+
 
 def produce(topic: str, records: int, partitions: int, end_ms: int | None = None, span_ms: int = 3 * 3600_000,
-            shuffled: bool = False) -> int:
+            shuffled: bool = False, shape: str = "demo") -> int:
     """Produce `records` distinct demo events, in time order, over the `span_ms` (3 hours) before
     `end_ms` (default: now); returns raw Avro bytes. Every event is new: repeating a pool of events
     would let Parquet compress the repeats, and flatter the archive size. `shuffled`: record
-    timestamps drawn at random from the span instead (late and early data in every batch)."""
+    timestamps drawn at random from the span instead (late and early data in every batch).
+    `shape` nested: orders of the NESTED schema instead, over the last hour."""
+    import io
     import random
+
+    import fastavro
+
+    from archiver.codec import wire
     kafka = KafkaSettings.from_env()
+    schema = NESTED if shape == "nested" else demo.SCHEMA
+    parsed = fastavro.parse_schema(schema)
     with Registry(RegistrySettings.from_env()) as registry:
         source_kafka.ensure_topic(kafka, topic, partitions)
-        schema_id = registry.register(f"{topic}-value", demo.SCHEMA)
+        schema_id = registry.register(f"{topic}-value", schema)
     span = span_ms
     start = (end_ms or int(time.time() * 1000)) - span
     rng = random.Random(11)
     producer = source_kafka.producer(kafka, **{"linger.ms": 50, "batch.size": 1_000_000,
                                                "queue.buffering.max.messages": 2_000_000})
     raw = 0
-    for i, event in enumerate(demo.events(records, start, span)):
-        value = demo.encode(event.value, schema_id)
+    events = nested_events(records, start, span) if shape == "nested" else demo.events(records, start, span)
+    for i, event in enumerate(events):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, event.value)
+        value = wire.frame(schema_id, buf.getvalue())
         while True:
             try:
                 producer.produce(topic, value, event.key, headers=event.headers,
@@ -100,14 +166,18 @@ def main() -> None:
                         help="runs with confluent-kafka's consumer instead of the native one (default: --runs)")
     parser.add_argument("--topic", help="reuse an already produced topic")
     parser.add_argument("--raw-bytes", type=int, help="raw Avro bytes of --topic")
+    parser.add_argument("--shape", choices=["demo", "nested"], default="demo",
+                        help="demo events, or orders with nested records, maps, decimals and a 3-branch union "
+                             "(timestamps within an hour)")
     args = parser.parse_args()
 
-    topic = args.topic or f"bench-{args.records}-{uuid.uuid4().hex[:6]}"
+    topic = args.topic or f"bench-{args.shape}-{args.records}-{uuid.uuid4().hex[:6]}"
     if args.topic:
         raw = args.raw_bytes
     else:
         t = time.monotonic()
-        raw = produce(topic, args.records, args.partitions)
+        raw = produce(topic, args.records, args.partitions, span_ms=3600_000 if args.shape == "nested" else 3 * 3600_000,
+                      shape=args.shape)
         print(f"produced {args.records:,} records ({raw / 1e6:.1f} MB Avro) to {topic} in {time.monotonic() - t:.1f}s")
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
         f.write(f"[defaults]\nkey_buckets = {args.key_buckets}\n")
@@ -131,7 +201,8 @@ def main() -> None:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / f"sink-{int(time.time())}.json").write_text(json.dumps(
-        {"records": args.records, "raw_bytes": raw, "key_buckets": args.key_buckets, "results": results}, indent=2))
+        {"records": args.records, "shape": args.shape, "raw_bytes": raw, "key_buckets": args.key_buckets,
+         "results": results}, indent=2))
 
 
 def summarize(samples: list[dict], records: int, raw: int) -> dict:

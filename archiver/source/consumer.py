@@ -64,22 +64,11 @@ class NativeConsumer:
     kind = "native"
 
     def __init__(self, config: dict):
-        import archiver_native
-
-        self._native = archiver_native
         self._callbacks: dict[str, Callback | None] = {}
-        try:
-            self._consumer = archiver_native.Consumer(native.settings(config))
-        except archiver_native.KafkaError as e:
-            raise native.exception(e) from None
+        self._consumer = native.open_client("Consumer", config)
 
     def _call(self, method: str, *args):
-        try:
-            return getattr(self._consumer, method)(*args)
-        except self._native.KafkaError as e:
-            raise native.exception(e) from None
-        finally:
-            native.forward_logs(self._consumer.logs())
+        return native.call(self._consumer, method, *args)
 
     def subscribe(self, topics: list[str], on_assign: Callback | None = None, on_revoke: Callback | None = None,
                   on_lost: Callback | None = None) -> None:

@@ -34,6 +34,29 @@ def settings(config: dict) -> dict[str, str]:
             if k != "logger"}
 
 
+def open_client(kind: str, config: dict):
+    """An `archiver_native.Consumer` or `.Producer` (`kind`) for confluent-kafka's `config`."""
+    import archiver_native
+
+    try:
+        return getattr(archiver_native, kind)(settings(config))
+    except archiver_native.KafkaError as e:
+        raise exception(e) from None
+
+
+def call(client, method: str, *args):
+    """`client.method(*args)` of a native client: its KafkaError raised as confluent-kafka's
+    KafkaException, its log lines forwarded (whatever the outcome)."""
+    import archiver_native
+
+    try:
+        return getattr(client, method)(*args)
+    except archiver_native.KafkaError as e:
+        raise exception(e) from None
+    finally:
+        forward_logs(client.logs())
+
+
 def exception(error) -> KafkaException:
     """An archiver_native.KafkaError as the KafkaException confluent-kafka would raise."""
     code, _name, reason, fatal = error.args

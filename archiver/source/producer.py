@@ -90,23 +90,14 @@ class NativeProducer:
     kind = "native"
 
     def __init__(self, config: dict):
-        import archiver_native
-
-        self._native = archiver_native
         self.failures: list[str] = []
-        try:
-            self._producer = archiver_native.Producer(native.settings(config))
-        except archiver_native.KafkaError as e:
-            raise native.exception(e) from None
+        self._producer = native.open_client("Producer", config)
 
     def _call(self, method: str, *args):
         try:
-            return getattr(self._producer, method)(*args)
-        except self._native.KafkaError as e:
-            raise native.exception(e) from None
-        finally:
+            return native.call(self._producer, method, *args)
+        finally:  # delivery failures and client errors of the call
             self.failures += self._producer.failures()
-            native.forward_logs(self._producer.logs())
             for _code, _name, reason, fatal in self._producer.errors():
                 if fatal:
                     raise TerminalError(f"kafka: {reason}")
