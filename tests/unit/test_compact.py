@@ -205,10 +205,12 @@ def test_time_partition_end(dirs, end):
     assert compact.time_partition_end(dirs) == end
 
 
+@pytest.mark.parametrize("decode_ahead", [0, 1 << 20], ids=["streamed", "decoded-ahead"])
 @pytest.mark.parametrize("sort_by", [None, "offset", "key"])
-def test_replay_merges_entries_in_offset_order_in_small_windows(store, monkeypatch, sort_by):
+def test_replay_merges_entries_in_offset_order_in_small_windows(store, monkeypatch, sort_by, decode_ahead):
     from archiver import replay
 
+    monkeypatch.setattr(replay, "DECODE_AHEAD_BYTES", decode_ahead)  # files read a batch at a time, or whole
     archived(store, commits=3, per_commit=40)
     archive = Archive(store)
     if sort_by:
