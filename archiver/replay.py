@@ -258,7 +258,7 @@ class Reader:
                 files = sorted((f for f in files if f.last_offset > done), key=lambda f: (f.first_offset, f.key))
                 if files:  # else replayed before the checkpoint
                     work.append((plan.partition, files, done))
-        downloads = _prefetched(lambda f: _Cursor.opened(f, self.archive.store.get(f.key)),
+        downloads = _prefetched(lambda f: self.archive.store.get(f.key), _Cursor.opened,
                                 [f for _, files, _ in work for f in files], DOWNLOADS_AHEAD)
         try:
             for partition, files, done in work:
@@ -267,7 +267,7 @@ class Reader:
             downloads.close()
 
     def _merged(self, partition: int, files: list[FileEntry], done: int,
-                downloads: Iterator[tuple[FileEntry, bytes]]) -> Iterator[Batch]:
+                downloads: Iterator[tuple[FileEntry, _Cursor]]) -> Iterator[Batch]:
         """One entry's selected records in offset order, a window of offsets at a time."""
         waiting, cursors, schemas = list(files), [], {}
         low = max(done + 1, files[0].first_offset)
@@ -406,17 +406,21 @@ class _Cursor:
         return out
 
 
-def _prefetched(fetch: Callable[[FileEntry], tuple[FileEntry, _Cursor]], files: list[FileEntry],
-                ahead: int) -> Iterator[tuple[FileEntry, _Cursor]]:
-    """`fetch(file)` of each file in order, with up to `ahead` running ahead of the consumer."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="download") as pool:
+def _prefetched(fetch: Callable[[FileEntry], bytes], open_file: Callable[[FileEntry, bytes], tuple[FileEntry, _Cursor]],
+                files: list[FileEntry], ahead: int) -> Iterator[tuple[FileEntry, _Cursor]]:
+    """`open_file(file, fetch(file))` of each file in order, with up to `ahead` files running ahead
+    of the consumer: downloaded by `ahead` threads, opened in order by one more (one thread
+    allocating decoded rows keeps the memory it holds on to small)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="download") as pool, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as decoder:
         queue: collections.deque = collections.deque()
         for f in files:
-            queue.append((f, pool.submit(fetch, f)))
+            download = pool.submit(fetch, f)
+            queue.append(decoder.submit(lambda f=f, download=download: open_file(f, download.result())))
             if len(queue) > ahead:
-                yield queue.popleft()[1].result()
+                yield queue.popleft().result()
         while queue:
-            yield queue.popleft()[1].result()
+            yield queue.popleft().result()
 
 
 def _offset_order(offsets: np.ndarray) -> np.ndarray | None:
