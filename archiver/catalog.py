@@ -325,7 +325,6 @@ def table_specs(config_path: str | None, archive_url: str | None, topics: Iterab
     codec named in the table properties from the same config file, environment and flags as
     `archiver run`. Kafka and the registry are not contacted, so they need not be set.
     """
-    from archiver.store import open_store
 
     topics = list(dict.fromkeys(topics))
     if table is not None and len(topics) != 1:
@@ -334,7 +333,7 @@ def table_specs(config_path: str | None, archive_url: str | None, topics: Iterab
     table = check_name("table", table) if table else None
     settings = load_run_settings(config_path, env=env, flags={"archive_url": archive_url},
                                  needs=frozenset({"archive"}))
-    archive = Archive(open_store(settings.archive_url))
+    archive = Archive(settings.open_store())
     s3_location(settings.archive_url, "t")  # fail on a file:// archive before reading it
     if not topics:
         topics = archive.topics()

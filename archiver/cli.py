@@ -77,7 +77,6 @@ def demo(config_path, bootstrap_servers, schema_registry_url, archive_url, topic
     from archiver.archive import Archive
     from archiver.codec.registry import Registry
     from archiver.daemon import Daemon
-    from archiver.store import open_store
 
     settings = _settings(config_path, bootstrap_servers=bootstrap_servers, archive_url=archive_url,
                          schema_registry_url=schema_registry_url, topics=(topic,), group_id="archiver-demo")
@@ -89,7 +88,7 @@ def demo(config_path, bootstrap_servers, schema_registry_url, archive_url, topic
     click.echo(f"2. archiver run --once: {summary.records_out} records in {summary.files} Parquet files, "
                f"{summary.bytes_in / 1e6:.2f} MB Avro -> {summary.bytes_out / 1e6:.2f} MB Parquet "
                f"in {summary.seconds:.1f}s")
-    archive = Archive(open_store(settings.archive_url))
+    archive = Archive(settings.open_store())
     files = list(archive.files(topic))
     click.echo(f"3. the archive at {settings.archive_url} now holds {sum(f.rows for f in files)} records of "
                f"{topic!r} in {len(files)} files; the newest:")
@@ -326,7 +325,6 @@ def replay(config_path, archive_url, topic, to_topic, to_original, from_, to, pa
     from archiver import republish
     from archiver.archive import Archive
     from archiver.errors import ConfigError
-    from archiver.store import open_store
 
     settings = _settings(config_path, {"archive"}, archive_url=archive_url,
                          target_bootstrap_servers=target_bootstrap_servers,
@@ -336,7 +334,7 @@ def replay(config_path, archive_url, topic, to_topic, to_original, from_, to, pa
     if exactly_once and not checkpoint:
         raise ConfigError("--exactly-once needs --checkpoint NAME (it names the transactional producer)")
     selection = _selection(replay_mod, topic, from_, to, partitions, offsets, keys, keys_file, where)
-    archive = Archive(open_store(settings.archive_url))
+    archive = Archive(settings.open_store())
     target = to_topic or topic
     kafka = _target_kafka(settings)
     buckets = replay_mod.recorded_key_buckets(archive, topic) if selection.keys else None
@@ -485,7 +483,6 @@ def compact(config_path, archive_url, topics, target_size, row_group_size, close
     from archiver import compact as compact_mod
     from archiver.archive import Archive
     from archiver.errors import ConfigError
-    from archiver.store import open_store
     from archiver.units import parse_duration, parse_size
 
     run = _settings(config_path, {"archive"}, archive_url=archive_url, compact_target_bytes=target_size,
@@ -504,7 +501,7 @@ def compact(config_path, archive_url, topics, target_size, row_group_size, close
         tables = tables_mod.publisher(run)
     progress = terminal.Progress()
     try:
-        report = compact_mod.compact(Archive(open_store(run.archive_url)), list(topics) or None, settings,
+        report = compact_mod.compact(Archive(run.open_store()), list(topics) or None, settings,
                                      dry_run=dry_run, tables=tables, progress=lambda done, total: progress.show(
                                          f"{'planned' if dry_run else 'compacted'} {done}/{total} partitions",
                                          force=done == total))
@@ -608,12 +605,11 @@ def status(config_path, bootstrap_servers, archive_url, group_id, topics, fmt):
 
     from archiver import status as status_mod
     from archiver.archive import Archive
-    from archiver.store import open_store
 
     settings = status_mod.load_settings(config_path, {"bootstrap_servers": bootstrap_servers,
                                                       "archive_url": archive_url, "group_id": group_id,
                                                       "topics": topics})
-    report = status_mod.status(settings, Archive(open_store(settings.archive_url)), list(topics) or None)
+    report = status_mod.status(settings, Archive(settings.open_store()), list(topics) or None)
     click.echo(json.dumps(report.to_dict(), indent=2) if fmt == "json" else status_mod.render_table(report))
     sys.exit(0 if report.healthy else 1)
 
@@ -633,7 +629,6 @@ def verify(config_path, archive_url, topics, quick, strict, workers, fmt):
 
     from archiver import audit
     from archiver.archive import Archive
-    from archiver.store import open_store
 
     settings = _settings(config_path, {"archive"}, archive_url=archive_url)
     progress = terminal.Progress()
@@ -642,7 +637,7 @@ def verify(config_path, archive_url, topics, quick, strict, workers, fmt):
         progress.show(f"checked {r.checked:,} files of {r.partitions} partition(s)", force)
 
     try:
-        report = audit.verify(Archive(open_store(settings.archive_url)), list(topics) or None, quick=quick,
+        report = audit.verify(Archive(settings.open_store()), list(topics) or None, quick=quick,
                               workers=workers, progress=checked)
         checked(report, force=True)
     finally:
@@ -677,12 +672,11 @@ def query(sql, config_path, archive_url, topic, key, from_, to, where, fmt, outp
     from archiver import query as query_mod
     from archiver.archive import Archive
     from archiver.errors import ConfigError
-    from archiver.store import open_store
 
     settings = _settings(config_path, {"archive"}, archive_url=archive_url)
     if fmt == "parquet" and not output and not explain:
         raise ConfigError("--format parquet needs --output FILE")
-    engine = query_mod.Engine(Archive(open_store(settings.archive_url)))
+    engine = query_mod.Engine(Archive(settings.open_store()))
     try:
         text = query_mod.statement(engine, sql, topic, key, from_, to, where)
         engine.prepare(text)

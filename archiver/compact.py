@@ -664,13 +664,11 @@ class Scheduled:
     do not all compact the same partitions. The ledger makes it safe to race the live writer.
     """
 
-    def __init__(self, archive_url: str, interval_s: float, settings: CompactSettings,
+    def __init__(self, store: ObjectStore, interval_s: float, settings: CompactSettings,
                  owned: Callable[[], list[tuple[str, int]]], tables: Callable[[], Tables] | None = None):
         import schedule
 
-        from archiver.store import open_store
-
-        self.store = open_store(archive_url)  # its own client: the sink's stays uncontended
+        self.store = store  # its own client: the sink's stays uncontended
         self.settings, self.owned, self.tables = settings, owned, tables
         self.scheduler = schedule.Scheduler()
         self.scheduler.every(interval_s).seconds.do(self._start)

@@ -26,6 +26,7 @@ from archiver.settings_io import (
     is_secret,
     read_toml,
 )
+from archiver.store import ObjectStore, S3Options, open_store
 
 Bytes = Annotated[int, Unit.BYTES]
 Seconds = Annotated[float, Unit.SECONDS]
@@ -269,6 +270,16 @@ class RunSettings:
     kafka: KafkaSettings
     archive_url: str = field(default="", metadata={"key": "archive.url"})
     """s3://bucket/prefix or file:///path."""
+    archive_sse: str = field(default="", metadata={"key": "archive.sse"})
+    """Server-side encryption of every object archiver writes to an s3:// archive (data files,
+    ledger entries, intents, checkpoints, compacted files): AES256 (SSE-S3) or aws:kms (SSE-KMS);
+    empty leaves it to the bucket's default encryption."""
+    archive_sse_kms_key_id: str = field(default="", metadata={"key": "archive.sse_kms_key_id"})
+    """With sse = aws:kms: the KMS key (id, ARN or alias/NAME); empty takes the AWS managed key
+    aws/s3 (or the bucket's default key)."""
+    archive_expected_bucket_owner: str = field(default="", metadata={"key": "archive.expected_bucket_owner"})
+    """The 12-digit AWS account id that must own the archive bucket: every request names it, and S3
+    refuses the request (403, nothing read or written) when another account owns the bucket."""
     registry: RegistrySettings | None = None
     topics: tuple[str, ...] = ()
     """Topics to archive (comma-separated in the environment)."""
@@ -338,6 +349,15 @@ class RunSettings:
     def for_topic(self, topic: str) -> TopicSettings:
         return self.overrides.get(topic, self.defaults)
 
+    @property
+    def s3_options(self) -> S3Options:
+        """What `[archive]` asks of every S3 request."""
+        return S3Options(self.archive_sse, self.archive_sse_kms_key_id, self.archive_expected_bucket_owner)
+
+    def open_store(self) -> ObjectStore:
+        """The archive's store (a new client each call)."""
+        return open_store(self.archive_url, self.s3_options)
+
     def secrets(self) -> list[str]:
         """Every configured secret value (to mask wherever text is printed)."""
         found = []
@@ -363,9 +383,10 @@ class RunSettings:
                 out[f.name] = list(value) if isinstance(value, tuple) else value
             return out
 
-        run = {k: v for k, v in public(self).items() if k not in ("archive_url", "overrides")}
-        doc = {"kafka": public(self.kafka), "archive": {"url": self.archive_url}, "run": run,
-               "defaults": public(self.defaults)}
+        archive = {f.name.removeprefix("archive_"): getattr(self, f.name) for f in fields(self)
+                   if key_of("run", f).startswith("archive.") and (getattr(self, f.name) or f.name == "archive_url")}
+        run = {k: v for k, v in public(self).items() if not k.startswith("archive_") and k != "overrides"}
+        doc = {"kafka": public(self.kafka), "archive": archive, "run": run, "defaults": public(self.defaults)}
         if self.registry:
             doc["schema_registry"] = public(self.registry)
         if self.target_kafka:
@@ -495,6 +516,7 @@ def _run(doc, env, flags, needs: frozenset[str]) -> dict:
     run = _layer(doc, env, flags, "run", RunSettings, exclude=_NOT_RUN)
     if not run.get("archive_url") and "archive" in needs:
         raise ConfigError("archive.url is not set (flag --archive-url or ARCHIVER_ARCHIVE_URL)")
+    _check_s3_options(run)
     if "topics" in needs and not run.get("topics") and not run.get("topic_pattern"):
         raise ConfigError("run.topics is empty: name topics (--topics or ARCHIVER_TOPICS) or a run.topic_pattern")
     if run.get("topic_pattern"):
@@ -503,6 +525,22 @@ def _run(doc, env, flags, needs: frozenset[str]) -> dict:
         except re.error as e:
             raise ConfigError(f"run.topic_pattern: invalid regular expression: {e}") from None
     return run
+
+
+_SSE = {"aes256": "AES256", "sse-s3": "AES256", "aws:kms": "aws:kms", "sse-kms": "aws:kms"}
+
+
+def _check_s3_options(run: dict) -> None:
+    sse = run.get("archive_sse", "")
+    if sse:
+        if sse.lower() not in _SSE:
+            raise ConfigError(f"archive.sse: expected AES256 (SSE-S3) or aws:kms (SSE-KMS), got {sse!r}")
+        run["archive_sse"] = _SSE[sse.lower()]
+    if run.get("archive_sse_kms_key_id") and run.get("archive_sse") != "aws:kms":
+        raise ConfigError("archive.sse_kms_key_id is set but archive.sse is not aws:kms")
+    owner = run.get("archive_expected_bucket_owner", "")
+    if owner and not re.fullmatch(r"\d{12}", owner):
+        raise ConfigError(f"archive.expected_bucket_owner: expected a 12-digit AWS account id, got {owner!r}")
 
 
 def _topics(doc, env) -> tuple[TopicSettings, dict[str, TopicSettings]]:
@@ -528,7 +566,8 @@ def _check_keys(doc: dict) -> None:
             continue
         known = {f.name for f in fields(cls) if key_of(section, f).startswith(section + ".")} - _NOT_RUN
         _no_unknown(section, table, known)
-    _no_unknown("archive", _table(doc, "archive"), {"url"})
+    _no_unknown("archive", _table(doc, "archive"), {key_of("run", f).split(".", 1)[1] for f in fields(RunSettings)
+                                                    if key_of("run", f).startswith("archive.")})
     for topic, section in _table(doc, "topics").items():
         if not isinstance(section, dict):
             raise ConfigError(f'topics."{topic}": expected a table')

@@ -29,7 +29,7 @@ from archiver.source import kafka as source_kafka
 from archiver.source.consumer import GroupConsumer
 from archiver.source.deadletters import DeadLetters
 from archiver.source.records import Batch
-from archiver.store import REQUESTS, open_store
+from archiver.store import REQUESTS
 from archiver.writer.buffer import Rotation
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Daemon:
         self.settings = settings
         self.once = once
         self.progress = progress  # called every tick (--once on a terminal draws a progress line)
-        self.store = open_store(settings.archive_url)
+        self.store = settings.open_store()
         self.registry = Registry(settings.registry) if settings.registry else None
         self._decoders: dict[str, ValueDecoder] = {}
         self.dead_letters = DeadLetters(settings.kafka, settings.dlq_topic)
@@ -112,7 +112,7 @@ class Daemon:
         if settings.compact_interval_s > 0 and not once:
             from archiver.compact import CompactSettings, Scheduled
 
-            self.compaction = Scheduled(settings.archive_url, settings.compact_interval_s, CompactSettings(
+            self.compaction = Scheduled(settings.open_store(), settings.compact_interval_s, CompactSettings(
                 target_bytes=settings.compact_target_bytes, closed_after_s=settings.compact_closed_after_s,
                 grace_s=settings.compact_grace_s), lambda: list(self.sink.owned),
                 self.publishing.publisher if self.publishing is not None else None)

@@ -516,9 +516,8 @@ def _entry(ledger: PartitionLedger, seq: int) -> Entry:
 
 def publisher(settings) -> Publisher:
     """A Publisher for `settings` (config.RunSettings): the archive and the configured catalog."""
-    from archiver.store import open_store
 
-    archive = Archive(open_store(settings.archive_url))
+    archive = Archive(settings.open_store())
     return Publisher(archive, open_catalog(settings.catalog, settings.archive_url), settings.catalog,
                      retain_s=settings.compact_grace_s)
 

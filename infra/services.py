@@ -317,7 +317,7 @@ def s3_up(s: Settings) -> Process:
     shutil.rmtree(hooks, ignore_errors=True)
     shutil.copytree(REPO / "localstack" / "init", hooks)
     env = dict(os.environ,
-               OVERRIDE_IN_DOCKER="0", SERVICES="s3", DNS_ADDRESS="0", FILESYSTEM_ROOT=str(root),
+               OVERRIDE_IN_DOCKER="0", SERVICES="s3,kms", DNS_ADDRESS="0", FILESYSTEM_ROOT=str(root),
                GATEWAY_LISTEN=f"127.0.0.1:{s.s3_port}", S3_SKIP_SIGNATURE_VALIDATION="0",
                SKIP_SSL_CERT_DOWNLOAD="1", DISABLE_EVENTS="1", LOCALSTACK_TELEMETRY_DISABLED="1",
                ARCHIVER_BUCKET=s.bucket, ARCHIVER_S3_PORT=str(s.s3_port))

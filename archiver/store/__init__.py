@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlparse
 
@@ -33,6 +34,15 @@ class Requests:
 
 
 REQUESTS = Requests()
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """What every request to an s3:// archive carries (`[archive]`); empty: nothing."""
+
+    sse: str = ""  # AES256 or aws:kms, on every object written
+    sse_kms_key_id: str = ""
+    expected_bucket_owner: str = ""  # on every request
 
 
 class ObjectStore(Protocol):
@@ -67,17 +77,20 @@ class ObjectStore(Protocol):
         """Remove every key (missing ones are not an error), in as few requests as the store allows."""
 
 
-def open_store(url: str) -> ObjectStore:
-    """The store for an archive URL: `s3://bucket[/prefix]` or `file:///path`."""
+def open_store(url: str, s3: S3Options | None = None) -> ObjectStore:
+    """The store for an archive URL: `s3://bucket[/prefix]` or `file:///path`; `s3` applies to the former."""
     parsed = urlparse(url)
     if parsed.scheme == "s3":
         from archiver.store.s3 import S3Store
 
         if not parsed.netloc:
             raise ConfigError(f"archive url {url!r} names no bucket (expected s3://bucket/prefix)")
-        return S3Store(parsed.netloc, parsed.path.strip("/"))
+        return S3Store(parsed.netloc, parsed.path.strip("/"), options=s3 or S3Options())
     if parsed.scheme == "file":
         from archiver.store.local import LocalStore
 
+        if s3 is not None and s3 != S3Options():
+            raise ConfigError(f"archive url {url!r}: archive.sse, sse_kms_key_id and expected_bucket_owner "
+                              "apply to s3:// archives only")
         return LocalStore(parsed.path)
     raise ConfigError(f"archive url {url!r}: expected s3://bucket/prefix or file:///path")

@@ -233,7 +233,7 @@ def test_the_reference_documents_every_setting():
             if not isinstance(f.default, KafkaSettings | RegistrySettings | TopicSettings) and f.name not in (
                     "kafka", "registry", "overrides", "target_kafka", "target_registry", "client", "catalog"):
                 assert docs.get(f.name), f"{cls.__name__}.{f.name} has no docstring"
-                assert f"{f.name}` |" in reference or f.name == "archive_url"
+                assert f"{f.name}` |" in reference or f"`{f.metadata.get('key')}` |" in reference
 
 
 def test_catalog_takes_pyiceberg_properties_from_toml_and_environment(tmp_path):
