@@ -309,9 +309,19 @@ def _localstack_python(s: Settings) -> Path:
     return python
 
 
+def _localstack_compat(python: Path) -> None:
+    """Install localstack/py311_compat.py into LocalStack's virtualenv, loaded by a .pth file at
+    start-up (LocalStack 4.13's KMS needs Python 3.12's uuid5; see that file)."""
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    shutil.copyfile(REPO / "localstack" / "py311_compat.py", Path(site) / "archiver_py311_compat.py")
+    (Path(site) / "archiver_py311_compat.pth").write_text("import archiver_py311_compat\n")
+
+
 def s3_up(s: Settings) -> Process:
     proc = Process(s, "s3")
     python = _localstack_python(s)
+    _localstack_compat(python)
     root = proc.dir / "root"
     hooks = root / "etc" / "localstack" / "init"
     shutil.rmtree(hooks, ignore_errors=True)

@@ -57,10 +57,11 @@ ARCHIVER = str(Path(sys.executable).parent / "archiver")
 
 def archive_demo(services, name: str, records: int = 4000, partitions: int = 3,
                  start_ms: int = 1_764_000_000_000, span_ms: int = 3 * 3600_000,
-                 config: str | None = None) -> ArchivedTopic:
-    """Produce `records` demo events spread over `span_ms` and archive them; read-only afterwards."""
+                 config: str | None = None, env: dict | None = None) -> ArchivedTopic:
+    """Produce `records` demo events spread over `span_ms` and archive them; read-only afterwards.
+    `env`: more environment for `archiver run`."""
     env = os.environ | services.env | {"ARCHIVER_ARCHIVE_URL": f"s3://{services.bucket}/{name}",
-                                       "ARCHIVER_GROUP_ID": f"archiver-{name}"}
+                                       "ARCHIVER_GROUP_ID": f"archiver-{name}"} | (env or {})
     if config:
         env["ARCHIVER_CONFIG"] = config
     kafka = KafkaSettings.from_env(services.env)

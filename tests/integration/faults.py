@@ -102,3 +102,68 @@ class Proxy:
                 s.close()
             except OSError:
                 pass
+
+
+class OwnerCheckingS3:
+    """An HTTP proxy in front of the real S3 server that checks `x-amz-expected-bucket-owner` as
+    AWS S3 does (LocalStack checks it only on bucket-level calls): a request naming another
+    account than `owner` gets 403 AccessDenied; every other request is forwarded as it came (its
+    signature included). `requests` counts what went through; `unnamed` lists those without the
+    header (method and path)."""
+
+    def __init__(self, target_port: int, owner: str):
+        import http.client
+        import http.server
+
+        proxy = self
+        self.owner, self.requests, self.unnamed = owner, 0, []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _any(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                named = self.headers.get("x-amz-expected-bucket-owner")
+                with proxy.lock:
+                    proxy.requests += 1
+                    if named is None:
+                        proxy.unnamed.append(f"{self.command} {self.path}")
+                if named is not None and named != proxy.owner:
+                    error = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                             b"<Message>Access Denied</Message></Error>")
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error if self.command != "HEAD" else b"")
+                    return
+                upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=60)
+                upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for name, value in self.headers.items():
+                    upstream.putheader(name, value)
+                upstream.endheaders(body or None)
+                response = upstream.getresponse()
+                data = response.read()
+                self.send_response(response.status, response.reason)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self.lock = threading.Lock()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
