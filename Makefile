@@ -21,6 +21,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt $(NATIVE)
 	else \
 		echo "cargo not found: skipping the native module (install Rust from rustup.rs for the faster consumer)"; \
 	fi
+	infra/tools || true  # promtool for the alert rules' tests (skipped without it)
 	touch $@
 
 ## Start local Kafka, S3 and registry, then run the demo end to end.

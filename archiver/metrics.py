@@ -52,8 +52,9 @@ class Histogram:
 class DaemonCollector:
     """Turns the daemon's counters into metric families."""
 
-    def __init__(self, daemon):
+    def __init__(self, daemon, ready: Callable[[], bool] | None = None):
         self.daemon = daemon
+        self.ready = ready
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -98,6 +99,12 @@ class DaemonCollector:
         yield rotations
         yield s.upload_latency.family("archiver_upload_seconds", "Time to upload one commit's files")
         yield GaugeMetricFamily("archiver_buffered_bytes", "Bytes buffered in memory", value=d.sink.buffered_bytes())
+        if self.ready is not None:
+            yield GaugeMetricFamily("archiver_ready", "1 when /readyz answers 200 (consuming, no dependency out), else 0",
+                                    value=1 if self.ready() else 0)
+            yield GaugeMetricFamily("archiver_last_commit_timestamp_seconds",
+                                    "When this process last committed to the archive (its start before the first)",
+                                    value=s.last_commit_at)
         yield GaugeMetricFamily("archiver_paused_partitions", "Partitions paused while a dependency is out",
                                 value=len(d.paused_partitions()))
         lag = GaugeMetricFamily("archiver_consumer_lag", "Records in Kafka not yet committed to the archive "
@@ -155,7 +162,7 @@ def serve(address: str, daemon, healthy: Callable[[], bool], ready: Callable[[],
     from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DaemonCollector(daemon))
+    registry.register(DaemonCollector(daemon, ready))
     ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
     host, _, port = address.rpartition(":")
 

@@ -78,6 +78,7 @@ class Stats:
     dead_lettered: int = 0
     duplicates_skipped: int = 0
     lost: int = 0  # offsets Kafka deleted (retention) before they could be archived
+    last_commit_at: float = field(default_factory=time.time)  # epoch s of the last commit (start before it)
     rotations: dict[str, int] = field(default_factory=dict)
     upload_latency: Histogram = field(default_factory=Histogram)
     topics: dict[str, TopicCounts] = field(default_factory=dict)
@@ -330,6 +331,7 @@ class Sink:
         self.stats.commits += 1
         self.stats.records_out += entry.records
         self.stats.bytes_out += written
+        self.stats.last_commit_at = time.time()
         counts = self.stats.topic(buffer.topic)
         counts.files += len(entry.files)
         counts.commits += 1
