@@ -38,3 +38,29 @@ def test_project_urls_and_classifiers_are_declared():
     assert {"Homepage", "Source", "Issues"} <= set(project["urls"])
     assert all(url.startswith("https://") for url in project["urls"].values())
     assert "Programming Language :: Python :: 3.11" in project["classifiers"]
+
+
+def test_the_image_builds_the_native_module_and_runs_the_daemon_unprivileged_with_a_healthcheck():
+    """The Dockerfile's shape (no Docker engine here: the image itself is not built by the tests)."""
+    text = (REPO / "infra" / "Dockerfile").read_text()
+    stages = text.split("\nFROM ")[1:]  # what comes before the first FROM is comments
+    assert len(stages) == 2, "a build stage and a runtime stage"
+    build, runtime = stages
+    assert "COPY native ./native" in build and "./native" in build.split("pip wheel", 1)[1]
+    assert "cargo" in build or "rustup" in build
+    users = [line.split()[1] for line in runtime.splitlines() if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert "HEALTHCHECK" in runtime and "/healthz" in runtime
+    assert "EXPOSE 9400" in runtime and "ARCHIVER_METRICS_ADDRESS=0.0.0.0:9400" in runtime
+    assert 'CMD ["run"]' in runtime and "apt-get" not in runtime  # no compilers in the runtime image
+
+
+def test_the_compose_archiver_runs_the_daemon_once_its_dependencies_are_healthy():
+    import yaml
+
+    compose = yaml.safe_load((REPO / "infra" / "docker-compose.yml").read_text())
+    archiver_service = compose["services"]["archiver"]
+    assert archiver_service["command"] == ["run"]
+    assert {name: dep["condition"] for name, dep in archiver_service["depends_on"].items()} == {
+        "kafka": "service_healthy", "s3": "service_healthy", "registry": "service_healthy"}
+    assert all("healthcheck" in compose["services"][name] for name in archiver_service["depends_on"])
