@@ -1,9 +1,12 @@
 """Start, stop and describe the local services archiver runs against: Kafka, S3, Schema Registry.
 
 Usage: infra/services {up|down|status|env} [kafka] [s3] [registry]
+       infra/services env --secure sasl_ssl|ssl   (the settings of a secured listener)
 
 Everything comes from package registries, no Docker:
-  kafka     Apache Kafka (KRaft, broker+controller in one JVM), jars from Maven Central
+  kafka     Apache Kafka (KRaft, broker+controller in one JVM), jars from Maven Central; besides
+            PLAINTEXT it listens on SASL_SSL (SCRAM-SHA-512, user `archiver`) and on SSL with
+            client certificates required, with certificates of a local CA made at start (openssl)
   s3        LocalStack (S3 only) from PyPI, in its own virtualenv
   registry  Apicurio Registry (in-memory), Confluent-compatible API at /apis/ccompat/v7
 
@@ -51,6 +54,8 @@ class Settings:
     cache: Path
     kafka_port: int
     controller_port: int
+    kafka_sasl_port: int
+    kafka_ssl_port: int
     s3_port: int
     registry_port: int
     registry_mgmt_port: int
@@ -66,6 +71,8 @@ class Settings:
             cache=Path(env.get("ARCHIVER_CACHE_DIR", cache_home / "archiver")),
             kafka_port=_port("ARCHIVER_KAFKA_PORT", 9092),
             controller_port=_port("ARCHIVER_KAFKA_CONTROLLER_PORT", 9093),
+            kafka_sasl_port=_port("ARCHIVER_KAFKA_SASL_PORT", 9094),
+            kafka_ssl_port=_port("ARCHIVER_KAFKA_SSL_PORT", 9095),
             s3_port=_port("ARCHIVER_S3_PORT", 4566),
             registry_port=_port("ARCHIVER_REGISTRY_PORT", 8081),
             registry_mgmt_port=_port("ARCHIVER_REGISTRY_MANAGEMENT_PORT", 9000),
@@ -270,6 +277,44 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return data
 
 
+SCRAM_USER, SCRAM_PASSWORD = "archiver", "archiver-secret"
+"""The SCRAM-SHA-512 user of the SASL_SSL listener (a local test credential)."""
+
+
+def tls_dir(s: Settings) -> Path:
+    return s.state / "kafka" / "tls"
+
+
+def _tls_material(s: Settings) -> Path:
+    """A local CA, the broker's certificate (for 127.0.0.1 and localhost) and a client certificate,
+    as PEM files under the state folder; made once (openssl)."""
+    out = tls_dir(s)
+    if (out / "complete").exists():
+        return out
+    if not shutil.which("openssl"):
+        raise ServiceError("openssl not found on PATH; it makes the certificates of Kafka's SSL listeners")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+    def openssl(*args: str) -> None:
+        _run(["openssl", *args], "making Kafka's TLS certificates", cwd=out)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=archiver local CA",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    (out / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, cn, extra in (("broker", "localhost", ["-extfile", "san.cnf"]), ("client", "archiver", [])):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key.pem",
+                "-out", f"{name}.csr")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "3650", "-out", f"{name}.cert.pem", *extra)
+        openssl("pkcs8", "-topk8", "-nocrypt", "-in", f"{name}.key.pem", "-out", f"{name}.key")
+    # the broker's PEM keystore: its PKCS#8 key, then its certificate chain
+    (out / "broker.pem").write_text((out / "broker.key").read_text() + (out / "broker.cert.pem").read_text()
+                                    + (out / "ca.pem").read_text())
+    (out / "complete").touch()
+    return out
+
+
 def kafka_up(s: Settings) -> Process:
     proc = Process(s, "kafka")
     java = _find_java(17)
@@ -279,12 +324,16 @@ def kafka_up(s: Settings) -> Process:
     props = proc.dir / "server.properties"
     template = Template((INFRA / "kafka" / "server.properties.template").read_text())
     props.parent.mkdir(parents=True, exist_ok=True)
-    props.write_text(template.substitute(port=s.kafka_port, controller_port=s.controller_port, data_dir=data))
+    tls = _tls_material(s)
+    props.write_text(template.substitute(port=s.kafka_port, controller_port=s.controller_port, data_dir=data,
+                                         sasl_port=s.kafka_sasl_port, ssl_port=s.kafka_ssl_port, tls_dir=tls))
     if not (data / "meta.properties").exists():
         cluster_id = _run([java, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
                           "generating a Kafka cluster id").stdout.strip().splitlines()[-1]
         _run([java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-              "--ignore-formatted", "-t", cluster_id, "-c", str(props)], "formatting Kafka storage")
+              "--ignore-formatted", "-t", cluster_id, "-c", str(props),
+              "--add-scram", f"SCRAM-SHA-512=[name={SCRAM_USER},password={SCRAM_PASSWORD}]"],
+             "formatting Kafka storage")
     heap = os.environ.get("ARCHIVER_KAFKA_HEAP", "512m")
     proc.start([java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={INFRA / 'kafka' / 'log4j2.properties'}",
@@ -391,7 +440,7 @@ def _registry_ready(s: Settings) -> bool:
 
 
 def _ports(s: Settings, name: str) -> list[int]:
-    return {"kafka": [s.kafka_port, s.controller_port], "s3": [s.s3_port],
+    return {"kafka": [s.kafka_port, s.controller_port, s.kafka_sasl_port, s.kafka_ssl_port], "s3": [s.s3_port],
             "registry": [s.registry_port, s.registry_mgmt_port]}[name]
 
 
@@ -447,7 +496,7 @@ def status(s: Settings, names: list[str]) -> int:
     return code
 
 
-def env_exports(s: Settings) -> str:
+def env_exports(s: Settings, secure: str | None = None) -> str:
     values = {
         "ARCHIVER_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{s.kafka_port}",
         "ARCHIVER_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{s.registry_port}/apis/ccompat/v7",
@@ -460,6 +509,19 @@ def env_exports(s: Settings) -> str:
         "ARCHIVER_CATALOG_TYPE": "sql",
         "ARCHIVER_CATALOG_URI": f"sqlite:///{s.state / 'catalog.db'}",
     }
+    tls = tls_dir(s)
+    if secure == "sasl_ssl":
+        values |= {"ARCHIVER_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{s.kafka_sasl_port}",
+                   "ARCHIVER_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "ARCHIVER_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                   "ARCHIVER_KAFKA_SASL_USERNAME": SCRAM_USER, "ARCHIVER_KAFKA_SASL_PASSWORD": SCRAM_PASSWORD,
+                   "ARCHIVER_KAFKA_SSL_CA_LOCATION": str(tls / "ca.pem")}
+    elif secure == "ssl":
+        values |= {"ARCHIVER_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{s.kafka_ssl_port}",
+                   "ARCHIVER_KAFKA_SECURITY_PROTOCOL": "SSL", "ARCHIVER_KAFKA_SSL_CA_LOCATION": str(tls / "ca.pem"),
+                   "ARCHIVER_KAFKA_CLIENT_SSL_CERTIFICATE_LOCATION": str(tls / "client.cert.pem"),
+                   "ARCHIVER_KAFKA_CLIENT_SSL_KEY_LOCATION": str(tls / "client.key")}
+    elif secure is not None:
+        raise ServiceError(f"env --secure {secure!r}: choose sasl_ssl or ssl")
     return "".join(f"export {k}={v}\n" for k, v in values.items())
 
 
@@ -468,6 +530,9 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip(), file=sys.stderr)
         return 2
     command, names = argv[0], argv[1:] or list(SERVICES)
+    secure = None
+    if command == "env" and names[:1] == ["--secure"]:
+        secure, names = (names[1] if len(names) > 1 else ""), list(SERVICES)
     unknown = [n for n in names if n not in SERVICES]
     try:
         if unknown:
@@ -480,7 +545,7 @@ def main(argv: list[str]) -> int:
         elif command == "status":
             return status(s, names)
         else:
-            sys.stdout.write(env_exports(s))
+            sys.stdout.write(env_exports(s, secure))
     except ServiceError as e:
         print(f"infra/services {command}: {e}", file=sys.stderr)
         return 1

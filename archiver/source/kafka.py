@@ -10,6 +10,7 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     ConsumerGroupTopicPartitions,
+    KafkaError,
     KafkaException,
     Message,
     Producer,
@@ -33,6 +34,17 @@ def librdkafka_version(kafka_client: str = "python") -> str:
 
 def admin(settings: KafkaSettings) -> AdminClient:
     return AdminClient(settings.client_config())
+
+
+def _refusal(errors: list) -> str | None:
+    """The reason a broker refused the connection (authentication, TLS), from librdkafka's error
+    events: what "Failed to get metadata" alone does not say."""
+    for error in reversed(errors):
+        text = error.str()
+        if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL) or "SSL handshake failed" in text \
+                or "SSL routines" in text or "SASL authentication" in text:
+            return text
+    return None
 
 
 class CheckedProducer(Producer):
@@ -76,9 +88,15 @@ def producer(settings: KafkaSettings, **extra: str | int) -> CheckedProducer:
 
 def list_topics(settings: KafkaSettings, timeout: float = 10.0) -> dict[str, int]:
     """Topic name -> partition count for every topic the cluster reports."""
+    errors: list = []  # its connection failures are reported in the exception, not also as log lines
+    client = AdminClient(settings.client_config() | {"error_cb": errors.append, "log_level": 2})
     try:
-        metadata = admin(settings).list_topics(timeout=timeout)
+        metadata = client.list_topics(timeout=timeout)
     except KafkaException as e:
+        client.poll(0)  # serves the error events of the attempt
+        refused = _refusal(errors)
+        if refused is not None:  # not an outage: the settings are wrong (or the broker's are)
+            raise TerminalError(f"kafka at {settings.bootstrap_servers} refused the connection: {refused}") from e
         raise TransientError(f"kafka at {settings.bootstrap_servers} unreachable: {e.args[0].str()}") from e
     return {name: len(t.partitions) for name, t in metadata.topics.items() if not t.error}
 

@@ -1,0 +1,90 @@
+"""archiver through the broker's secured listeners: SASL_SSL with SCRAM-SHA-512, and SSL with a
+client certificate (infra/services starts both, with certificates of a local CA)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from archiver import demo
+from archiver.archive import Archive
+from archiver.source import kafka as source_kafka
+from archiver.store import open_store
+from tests.conftest import SERVICES
+from tests.integration.conftest import ARCHIVER
+from tests.integration.test_outages import commits, dead_letters
+
+START_MS = 1_764_000_000_000
+
+
+def secure_env(services, kind: str) -> dict[str, str]:
+    """`infra/services env --secure KIND` of the test session's services."""
+    out = subprocess.run([SERVICES, "env", "--secure", kind], env=services.control_env, capture_output=True,
+                         text=True, check=True).stdout
+    return dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line)
+
+
+def archiver(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([ARCHIVER, *args], check=False, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize("kind", ["sasl_ssl", "ssl"])
+def test_run_replay_status_and_dead_letters_through_a_secured_listener(services, kafka, registry, archive_env,
+                                                                       unique, kind):
+    demo.produce(kafka, registry, unique, 300, partitions=2, start_ms=START_MS, span_ms=60_000)
+    producer = source_kafka.producer(kafka)
+    producer.produce(unique, b"\x07not avro", b"bad", partition=0)  # bad magic byte: a dead letter
+    source_kafka.flush(producer)
+    secure = secure_env(services, kind)
+    dlq = f"{unique}-dlq"
+    env = archive_env | secure | {"ARCHIVER_DLQ_TOPIC": dlq}
+    assert secure["ARCHIVER_KAFKA_BOOTSTRAP_SERVERS"] != services.bootstrap_servers
+
+    run = archiver("run", "--once", "--topics", unique, "--format", "json", env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout)
+    assert (summary["records_out"], summary["dead_lettered"]) == (300, 1)
+    assert len(dead_letters(kafka, dlq)) == 1
+
+    status = archiver("status", "--topics", unique, "--format", "json", env=env)
+    assert status.returncode == 0, status.stderr[-2000:]
+
+    target = f"{unique}-copy"
+    source_kafka.ensure_topic(kafka, target, 2)
+    replay = archiver("replay", "--topic", unique, "--to-topic", target, env=env)
+    assert replay.returncode == 0, replay.stderr[-2000:]
+    assert json.loads(replay.stdout)["records"] == 300
+    assert len(demo.consume_back(kafka, registry, target)) == 300
+
+
+def other_ca(tmp_path) -> str:
+    """A CA that signed nothing the broker presents."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
+                    "-keyout", str(tmp_path / "other.key"), "-out", str(tmp_path / "other.pem")],
+                   check=True, capture_output=True)
+    return str(tmp_path / "other.pem")
+
+
+@pytest.mark.parametrize("case", ["wrong password", "wrong CA", "no client certificate"])
+def test_a_refused_connection_is_one_line_a_non_zero_exit_and_no_commit(services, kafka, registry, archive_env,
+                                                                        unique, tmp_path, case):
+    demo.produce(kafka, registry, unique, 20, partitions=1, start_ms=START_MS, span_ms=1000)
+    if case == "wrong password":
+        env = secure_env(services, "sasl_ssl") | {"ARCHIVER_KAFKA_SASL_PASSWORD": "not-the-password"}
+    elif case == "wrong CA":
+        env = secure_env(services, "ssl") | {"ARCHIVER_KAFKA_SSL_CA_LOCATION": other_ca(tmp_path)}
+    else:
+        env = {k: v for k, v in secure_env(services, "ssl").items() if "CERTIFICATE" not in k and "SSL_KEY" not in k}
+    env = {k: v for k, v in archive_env.items() if not k.startswith("ARCHIVER_KAFKA_CLIENT_SSL")} | env
+    started = time.monotonic()
+    run = archiver("run", "--once", "--topics", unique, env=env, timeout=240)
+    took = time.monotonic() - started
+    assert run.returncode != 0
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("archiver: error: "), run.stderr[-3000:]
+    assert took < 120, f"{case}: gave up after {took:.0f}s"
+    archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
+    assert archive.partitions(unique) == [] or commits(archive, unique) == []
