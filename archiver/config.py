@@ -127,6 +127,12 @@ class KafkaSettings:
     """SASL password; never printed."""
     ssl_ca_location: str | None = None
     """CA bundle for SSL listeners."""
+    oauthbearer_provider: str = ""
+    """With sasl_mechanism = OAUTHBEARER: aws_msk_iam makes the tokens for Amazon MSK's IAM access
+    control from the AWS chain's credentials (the extra archiver[msk-iam]); empty leaves OAUTHBEARER
+    to librdkafka's settings ([kafka.client] sasl.oauthbearer.method = oidc, ...)."""
+    aws_region: str = ""
+    """The MSK cluster's region for aws_msk_iam; empty takes the AWS chain's (AWS_REGION, profile)."""
     client: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Any other librdkafka property, passed to every Kafka client ([kafka.client] table)."""
 
@@ -144,6 +150,14 @@ class KafkaSettings:
             "ssl.ca.location": self.ssl_ca_location,
         }
         conf.update({k: str(v) for k, v in optional.items() if v})
+        if self.oauthbearer_provider:
+            if self.oauthbearer_provider != "aws_msk_iam":
+                raise ConfigError(f"kafka.oauthbearer_provider: expected aws_msk_iam, got {self.oauthbearer_provider!r}")
+            if self.sasl_mechanism != SaslMechanism.OAUTHBEARER:
+                raise ConfigError("kafka.oauthbearer_provider = aws_msk_iam needs sasl_mechanism = OAUTHBEARER")
+            from archiver.source.msk_iam import token_callback
+
+            conf["oauth_cb"] = token_callback(self.aws_region or None)  # confluent-kafka serves it, not the native module
         conf["logger"] = logging.getLogger("librdkafka")
         return conf
 
