@@ -55,6 +55,11 @@ class ArchivedTopic:
 ARCHIVER = str(Path(sys.executable).parent / "archiver")
 
 
+def archiver(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`archiver ARGS` with `env`, its output captured (it may fail: callers check returncode)."""
+    return subprocess.run([ARCHIVER, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False)
+
+
 def archive_demo(services, name: str, records: int = 4000, partitions: int = 3,
                  start_ms: int = 1_764_000_000_000, span_ms: int = 3 * 3600_000,
                  config: str | None = None, env: dict | None = None) -> ArchivedTopic:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
 
 import boto3
 import fastavro
@@ -14,7 +13,7 @@ from archiver import demo
 from archiver.archive import Archive
 from archiver.source import kafka as source_kafka
 from archiver.store import open_store
-from tests.integration.conftest import ARCHIVER, archive_demo
+from tests.integration.conftest import archive_demo, archiver
 from tests.unit.test_catalog import assert_matches, parse_hive
 
 # The demo schema as Athena must see it, written out by hand.
@@ -31,8 +30,6 @@ V2 = dict(demo.SCHEMA, fields=demo.SCHEMA["fields"] + [{"name": "experiment", "t
                                                           "default": None}])
 
 
-def archiver(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([ARCHIVER, *args], capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
 def ddl(env: dict, *args: str) -> str:

@@ -16,7 +16,7 @@ from archiver.archive import Archive
 from archiver.codec.registry import Registry
 from archiver.config import KafkaSettings, RegistrySettings
 from archiver.store import open_store
-from tests.integration.conftest import ARCHIVER, archive_demo
+from tests.integration.conftest import ARCHIVER, archive_demo, archiver
 from tests.integration.iceberg_readers import (
     duckdb_counts,
     duckdb_files_read,
@@ -34,8 +34,6 @@ HOUR = 3600_000
 START = 1_764_000_000_000  # 2025-11-24T16:00:00Z, on an hour
 
 
-def archiver(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([ARCHIVER, *args], capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
 def heads(env: dict, topic: str) -> dict[int, int]:

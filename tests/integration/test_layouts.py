@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import os
-import subprocess
 
 import pyarrow.compute as pc
 import pytest
@@ -16,15 +15,13 @@ import pytest
 from archiver import demo, layout, layouts
 from archiver.archive import Archive
 from archiver.store import open_store
-from tests.integration.conftest import ARCHIVER, archive_demo
+from tests.integration.conftest import archive_demo, archiver
 from tests.integration.test_catalog import parse_ddl
 
 START_MS = 1_764_000_000_000
 FIELD = ('[defaults]\nkey_partitioning = "field"\nkey_field = "country"\nkey_field_values = ["FR", "DE"]\n')
 
 
-def archiver(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([ARCHIVER, *args], capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
 def no_config(env: dict) -> dict:

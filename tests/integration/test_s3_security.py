@@ -8,7 +8,7 @@ import pytest
 
 from archiver.config import KafkaSettings
 from archiver.source import kafka as source_kafka
-from tests.integration.conftest import ARCHIVER, archive_demo
+from tests.integration.conftest import ARCHIVER, archive_demo, archiver
 
 
 def aws(services, service: str):
@@ -23,9 +23,6 @@ def objects(services, prefix: str) -> list[str]:
     return [o["Key"] for page in pages for o in page.get("Contents", ())]
 
 
-def archiver(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([ARCHIVER, *args], check=False, capture_output=True, text=True, env=env,
-                          timeout=300)
 
 
 @pytest.mark.parametrize("sse", ["AES256", "aws:kms"])
@@ -38,8 +35,7 @@ def test_every_object_archiver_writes_is_encrypted_as_configured(services, uniqu
     topic = archive_demo(services, f"sse-{unique}", records=900, partitions=2, span_ms=2 * 3600_000, env=extra)
     # replay reads the encrypted files back and writes a checkpoint of its own
     source_kafka.ensure_topic(KafkaSettings.from_env(services.env), f"{topic.topic}-copy", 2)
-    replayed = archiver("replay", "--topic", topic.topic, "--to-topic", f"{topic.topic}-copy", "--checkpoint", "copy",
-                        env=topic.env)
+    replayed = archiver(topic.env, "replay", "--topic", topic.topic, "--to-topic", f"{topic.topic}-copy", "--checkpoint", "copy")
     assert replayed.returncode == 0 and json.loads(replayed.stdout)["records"] == 900, replayed.stderr[-2000:]
     keys = objects(services, topic.topic)
     assert any("/_ledger/" in k for k in keys) and any(k.endswith("/_replay/copy.json") for k in keys), keys
@@ -49,7 +45,7 @@ def test_every_object_archiver_writes_is_encrypted_as_configured(services, uniqu
         assert head.get("ServerSideEncryption") == sse, name
         if sse == "aws:kms":
             assert head["SSEKMSKeyId"] in (key["Arn"], key["KeyId"]), name
-    verified = archiver("verify", env=topic.env)  # every file read back and checked against the ledger
+    verified = archiver(topic.env, "verify")  # every file read back and checked against the ledger
     assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
 
 
@@ -74,8 +70,7 @@ def test_a_bucket_another_account_owns_is_refused_and_nothing_is_written(service
                              env=endpoint | {"ARCHIVER_ARCHIVE_EXPECTED_BUCKET_OWNER": "111122223333"})
         assert objects(services, topic.topic) and s3.requests > refused
         assert not s3.unnamed, f"{len(s3.unnamed)} of {s3.requests} requests did not name the owner: {s3.unnamed[:5]}"
-        status = archiver("status", "--format", "json",
-                          env=topic.env | {"ARCHIVER_ARCHIVE_EXPECTED_BUCKET_OWNER": "999999999999"})
+        status = archiver(topic.env | {"ARCHIVER_ARCHIVE_EXPECTED_BUCKET_OWNER": "999999999999"}, "status", "--format", "json")
         assert status.returncode != 0 and "AccessDenied" in status.stderr  # reads are refused too
         assert len(status.stderr.strip().splitlines()) == 1, status.stderr
     finally:
@@ -109,7 +104,7 @@ def test_no_configured_secret_shows_in_logs_metrics_or_config(services, kafka, r
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)
-    config = archiver("config", env=env)
+    config = archiver(env, "config")
     assert config.returncode == 0, config.stderr
     assert "archiver:****" in config.stdout or "****" in config.stdout
     text = log.read_text()

@@ -14,7 +14,7 @@ from archiver.archive import Archive
 from archiver.source import kafka as source_kafka
 from archiver.store import open_store
 from tests.conftest import SERVICES
-from tests.integration.conftest import ARCHIVER
+from tests.integration.conftest import archiver
 from tests.integration.test_outages import commits, dead_letters
 
 START_MS = 1_764_000_000_000
@@ -27,8 +27,6 @@ def secure_env(services, kind: str) -> dict[str, str]:
     return dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line)
 
 
-def archiver(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([ARCHIVER, *args], check=False, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 @pytest.mark.parametrize("kind", ["sasl_ssl", "ssl"])
@@ -43,18 +41,18 @@ def test_run_replay_status_and_dead_letters_through_a_secured_listener(services,
     env = archive_env | secure | {"ARCHIVER_DLQ_TOPIC": dlq}
     assert secure["ARCHIVER_KAFKA_BOOTSTRAP_SERVERS"] != services.bootstrap_servers
 
-    run = archiver("run", "--once", "--topics", unique, "--format", "json", env=env)
+    run = archiver(env, "run", "--once", "--topics", unique, "--format", "json")
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout)
     assert (summary["records_out"], summary["dead_lettered"]) == (300, 1)
     assert len(dead_letters(kafka, dlq)) == 1
 
-    status = archiver("status", "--topics", unique, "--format", "json", env=env)
+    status = archiver(env, "status", "--topics", unique, "--format", "json")
     assert status.returncode == 0, status.stderr[-2000:]
 
     target = f"{unique}-copy"
     source_kafka.ensure_topic(kafka, target, 2)
-    replay = archiver("replay", "--topic", unique, "--to-topic", target, env=env)
+    replay = archiver(env, "replay", "--topic", unique, "--to-topic", target)
     assert replay.returncode == 0, replay.stderr[-2000:]
     assert json.loads(replay.stdout)["records"] == 300
     assert len(demo.consume_back(kafka, registry, target)) == 300
@@ -80,7 +78,7 @@ def test_a_refused_connection_is_one_line_a_non_zero_exit_and_no_commit(services
         env = {k: v for k, v in secure_env(services, "ssl").items() if "CERTIFICATE" not in k and "SSL_KEY" not in k}
     env = {k: v for k, v in archive_env.items() if not k.startswith("ARCHIVER_KAFKA_CLIENT_SSL")} | env
     started = time.monotonic()
-    run = archiver("run", "--once", "--topics", unique, env=env, timeout=240)
+    run = archiver(env, "run", "--once", "--topics", unique, timeout=240)
     took = time.monotonic() - started
     assert run.returncode != 0
     lines = run.stderr.strip().splitlines()

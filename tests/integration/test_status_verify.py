@@ -13,11 +13,7 @@ from archiver.config import KafkaSettings
 from archiver.ledger import Entry, FileEntry
 from archiver.source import kafka as source_kafka
 from archiver.store import open_store
-from tests.integration.conftest import ARCHIVER, archive_demo
-
-
-def archiver(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([ARCHIVER, *args], check=False, capture_output=True, text=True, env=env, timeout=300)
+from tests.integration.conftest import ARCHIVER, archive_demo, archiver
 
 
 def status_json(env: dict, topic: str) -> tuple[int, dict]:
