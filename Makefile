@@ -21,7 +21,6 @@ $(BIN)/.installed: pyproject.toml constraints.txt $(NATIVE)
 	else \
 		echo "cargo not found: skipping the native module (install Rust from rustup.rs for the faster consumer)"; \
 	fi
-	infra/tools || true  # promtool for the alert rules' tests (skipped without it)
 	touch $@
 
 ## Start local Kafka, S3 and registry, then run the demo end to end.
@@ -32,6 +31,7 @@ demo: $(BIN)/.installed
 ## Every test: unit, then integration against real services (reused if `infra/services up` ran,
 ## otherwise started on free ports for the session and stopped afterwards).
 test: $(BIN)/.installed
+	infra/tools || true  # promtool for the alert rules' tests (they are skipped without it)
 	$(BIN)/pytest
 
 unit: $(BIN)/.installed

@@ -99,12 +99,12 @@ class DaemonCollector:
         yield rotations
         yield s.upload_latency.family("archiver_upload_seconds", "Time to upload one commit's files")
         yield GaugeMetricFamily("archiver_buffered_bytes", "Bytes buffered in memory", value=d.sink.buffered_bytes())
+        yield GaugeMetricFamily("archiver_last_commit_timestamp_seconds",
+                                "When this process last committed to the archive (its start before the first)",
+                                value=s.last_commit_at)
         if self.ready is not None:
             yield GaugeMetricFamily("archiver_ready", "1 when /readyz answers 200 (consuming, no dependency out), else 0",
                                     value=1 if self.ready() else 0)
-            yield GaugeMetricFamily("archiver_last_commit_timestamp_seconds",
-                                    "When this process last committed to the archive (its start before the first)",
-                                    value=s.last_commit_at)
         yield GaugeMetricFamily("archiver_paused_partitions", "Partitions paused while a dependency is out",
                                 value=len(d.paused_partitions()))
         lag = GaugeMetricFamily("archiver_consumer_lag", "Records in Kafka not yet committed to the archive "

@@ -376,12 +376,12 @@ class _Cursor:
         self.done = False
 
     @classmethod
-    def opened(cls, file: FileEntry, data: bytes) -> tuple[FileEntry, _Cursor]:
+    def opened(cls, file: FileEntry, data: bytes) -> _Cursor:
         """A cursor on `data` (the file's bytes), with all its rows decoded when the file is small."""
         cursor = cls(file, data)
         if len(data) <= DECODE_AHEAD_BYTES:
             cursor._parts = iter(list(cursor._parts))
-        return file, cursor
+        return cursor
 
     def below(self, high: int) -> list[pa.RecordBatch]:
         """The rows not handed out yet whose offset is below `high`."""
@@ -406,21 +406,23 @@ class _Cursor:
         return out
 
 
-def _prefetched(fetch: Callable[[FileEntry], bytes], open_file: Callable[[FileEntry, bytes], tuple[FileEntry, _Cursor]],
+def _prefetched(fetch: Callable[[FileEntry], bytes], open_file: Callable[[FileEntry, bytes], _Cursor],
                 files: list[FileEntry], ahead: int) -> Iterator[tuple[FileEntry, _Cursor]]:
-    """`open_file(file, fetch(file))` of each file in order, with up to `ahead` files running ahead
-    of the consumer: downloaded by `ahead` threads, opened in order by one more (one thread
+    """(file, `open_file(file, fetch(file))`) of each file in order, with up to `ahead` files running
+    ahead of the consumer: downloaded by `ahead` threads, opened in order by one more (one thread
     allocating decoded rows keeps the memory it holds on to small)."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="download") as pool, \
             concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as decoder:
         queue: collections.deque = collections.deque()
         for f in files:
             download = pool.submit(fetch, f)
-            queue.append(decoder.submit(lambda f=f, download=download: open_file(f, download.result())))
+            queue.append((f, decoder.submit(lambda f=f, download=download: open_file(f, download.result()))))
             if len(queue) > ahead:
-                yield queue.popleft().result()
+                done, opened = queue.popleft()
+                yield done, opened.result()
         while queue:
-            yield queue.popleft().result()
+            done, opened = queue.popleft()
+            yield done, opened.result()
 
 
 def _offset_order(offsets: np.ndarray) -> np.ndarray | None:
