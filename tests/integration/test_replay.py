@@ -73,10 +73,11 @@ def archived(services, kafka, registry, archive_env, unique):
     return topic
 
 
-def test_replay_is_byte_for_byte_faithful(kafka, archive_env, archived, unique):
+@pytest.mark.parametrize("client", ["native", "python"])  # run.kafka_client: both producers
+def test_replay_is_byte_for_byte_faithful(kafka, archive_env, archived, unique, client):
     target = f"{unique}-dst"
     source_kafka.ensure_topic(kafka, target, 3)
-    result = replay(archive_env, "--topic", archived, "--to-topic", target)
+    result = replay(archive_env | {"ARCHIVER_KAFKA_CLIENT": client}, "--topic", archived, "--to-topic", target)
     assert json.loads(result.stdout)["records"] == 1501
 
     source = sorted(fingerprint(m) + (m.offset(),) for m in messages(kafka, archived))
@@ -221,10 +222,11 @@ def test_resume_after_kill_9_mid_replay(kafka, archive_env, archived, unique, ex
         assert 0 <= duplicates <= 100  # at most one unsaved batch (--checkpoint-every) is sent again
 
 
-def test_lineage_headers_and_target_registry(services, kafka, registry, archive_env, archived, unique):
+@pytest.mark.parametrize("client", ["native", "python"])
+def test_lineage_headers_and_target_registry(services, kafka, registry, archive_env, archived, unique, client):
     target = f"{unique}-dst"
     source_kafka.ensure_topic(kafka, target, 3)
-    replay(archive_env, "--topic", archived, "--to-topic", target, "--partitions", "2", "--add-lineage-headers",
+    replay(archive_env | {"ARCHIVER_KAFKA_CLIENT": client}, "--topic", archived, "--to-topic", target, "--partitions", "2", "--add-lineage-headers",
            "--target-schema-registry-url", services.registry_url)
     target_id = registry.register(f"{target}-value", demo.SCHEMA)  # already there: the id replay used
     source = {(m.partition(), m.offset()): m for m in messages(kafka, archived) if m.partition() == 2}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from dataclasses import dataclass
 
 import fastavro
@@ -86,6 +87,18 @@ def test_flush_commits_every_offset_once_and_commits_kafka_after(store):
     assert h.sink.flush("t", 0, Rotation.END)
     assert h.committed == {("t", 0): 500}
     assert archived(store) == [(0, o) for o in range(500)]
+
+
+def test_the_last_commit_time_moves_with_commits_only(store):
+    """What /metrics reports as archiver_last_commit_timestamp_seconds (the no-commit alert's input)."""
+    h = Harness(store)
+    h.sink.assign("t", 0)
+    started = h.sink.stats.last_commit_at
+    h.sink.ingest("t", 0, messages(10))
+    assert h.sink.stats.last_commit_at == started  # buffered is not committed
+    time.sleep(0.01)
+    assert h.sink.flush("t", 0, Rotation.END)
+    assert h.sink.stats.last_commit_at > started
 
 
 def test_redelivered_offsets_are_skipped(store):
