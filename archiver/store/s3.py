@@ -81,7 +81,7 @@ class S3Store:
 
     def __init__(self, bucket: str, prefix: str = "", client=None, options: S3Options | None = None):
         self.bucket = bucket
-        self.options = options = options or S3Options()
+        options = options or S3Options()
         # on every request: the owner check; on every write: the encryption
         self._owner = {"ExpectedBucketOwner": options.expected_bucket_owner} if options.expected_bucket_owner else {}
         self._encryption = {"ServerSideEncryption": options.sse} if options.sse else {}
