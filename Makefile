@@ -31,7 +31,7 @@ demo: $(BIN)/.installed
 ## Every test: unit, then integration against real services (reused if `infra/services up` ran,
 ## otherwise started on free ports for the session and stopped afterwards).
 test: $(BIN)/.installed
-	infra/tools || true  # promtool for the alert rules' tests (they are skipped without it)
+	infra/tools || true  # promtool, nginx, helm, kubeconform: tests that need one are skipped without it
 	$(BIN)/pytest
 
 unit: $(BIN)/.installed

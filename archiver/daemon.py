@@ -398,6 +398,8 @@ class Daemon:
             if owned is None:
                 continue
             position = owned.buffer.end
+            if position is None:  # nothing consumed: where the assignment started it (the group's
+                position = self._starts.get(key)  # committed offset may already be the end)
             if end >= 0 and (position is None or position < end):
                 position = self.consumer.position(*key)
                 if position is None or position < end or key in self._outages:

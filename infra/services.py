@@ -1,7 +1,7 @@
 """Start, stop and describe the local services archiver runs against: Kafka, S3, Schema Registry.
 
-Usage: infra/services {up|down|status|env} [kafka] [s3] [registry]
-       infra/services env --secure sasl_ssl|ssl   (the settings of a secured listener)
+Usage: infra/services {up|down|status|env} [kafka] [s3] [registry] [registry-tls]
+       infra/services env --secure sasl_ssl|ssl|registry[,...]   (the settings of secured endpoints)
 
 Everything comes from package registries, no Docker:
   kafka     Apache Kafka (KRaft, broker+controller in one JVM), jars from Maven Central; besides
@@ -9,6 +9,9 @@ Everything comes from package registries, no Docker:
             client certificates required, with certificates of a local CA made at start (openssl)
   s3        LocalStack (S3 only) from PyPI, in its own virtualenv
   registry  Apicurio Registry (in-memory), Confluent-compatible API at /apis/ccompat/v7
+  registry-tls  nginx (Debian's, unpacked by infra/tools) in front of the registry: HTTPS with the
+            local CA's certificate and HTTP basic auth (user `archiver`); started with the others
+            when nginx is found (the tools folder or PATH), or when named
 
 Downloads are cached under ~/.cache/archiver (and ~/.m2, ~/.cache/pip); pids, logs and data go
 under the state folder (ARCHIVER_STATE_DIR, default <repo>/.state). `up` is idempotent and
@@ -18,12 +21,15 @@ script runs before any virtualenv exists.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -41,7 +47,7 @@ KAFKA_VERSION = "4.1.2"
 APICURIO_VERSION = "3.3.3"
 LOCALSTACK_VERSION = "4.13.1"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-SERVICES = ("kafka", "s3", "registry")
+SERVICES = ("kafka", "s3", "registry", "registry-tls")
 
 
 class ServiceError(Exception):
@@ -59,6 +65,8 @@ class Settings:
     s3_port: int
     registry_port: int
     registry_mgmt_port: int
+    registry_tls_port: int
+    tools: Path
     bucket: str
     prefix: str
 
@@ -76,6 +84,8 @@ class Settings:
             s3_port=_port("ARCHIVER_S3_PORT", 4566),
             registry_port=_port("ARCHIVER_REGISTRY_PORT", 8081),
             registry_mgmt_port=_port("ARCHIVER_REGISTRY_MANAGEMENT_PORT", 9000),
+            registry_tls_port=_port("ARCHIVER_REGISTRY_TLS_PORT", 8443),
+            tools=Path(env.get("ARCHIVER_TOOLS_DIR", cache_home / "archiver" / "tools")),
             bucket=env.get("ARCHIVER_BUCKET", "archiver"),
             prefix=env.get("ARCHIVER_PREFIX", "archive"),
         )
@@ -436,12 +446,86 @@ def _registry_ready(s: Settings) -> bool:
         return resp.status == 200
 
 
+# --- the registry over HTTPS with basic auth (nginx) -----------------------------------------
+
+REGISTRY_USER, REGISTRY_PASSWORD = "archiver", "registry-secret"
+"""The basic-auth user of the HTTPS registry endpoint (a local test credential)."""
+
+NGINX_CONF = Template("""\
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log stderr warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  server {
+    listen 127.0.0.1:$port ssl;
+    ssl_certificate $dir/server.pem;
+    ssl_certificate_key $tls/broker.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    auth_basic "schema registry";
+    auth_basic_user_file $dir/htpasswd;
+    location / {
+      proxy_pass http://127.0.0.1:$upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "";
+    }
+  }
+}
+""")
+
+
+def _nginx(s: Settings) -> str | None:
+    """nginx from the tools folder (infra/tools unpacks Debian's) or PATH, if any."""
+    unpacked = s.tools / "nginx"
+    if os.access(unpacked, os.X_OK):
+        return str(unpacked)
+    return shutil.which("nginx") or (shutil.which("nginx", path="/usr/sbin"))
+
+
+def registry_tls_up(s: Settings) -> Process:
+    nginx = _nginx(s)
+    if nginx is None:
+        raise ServiceError(f"nginx not found in {s.tools} or on PATH; run infra/tools (it unpacks Debian's)")
+    proc = Process(s, "registry-tls")
+    tls = _tls_material(s)
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (proc.dir / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    salt = os.urandom(8)
+    digest = hashlib.sha1(REGISTRY_PASSWORD.encode() + salt).digest()
+    (proc.dir / "htpasswd").write_text(f"{REGISTRY_USER}:{{SSHA}}{base64.b64encode(digest + salt).decode()}\n")
+    # the local CA's server certificate (127.0.0.1 and localhost), which the broker uses too
+    (proc.dir / "server.pem").write_text((tls / "broker.cert.pem").read_text() + (tls / "ca.pem").read_text())
+    conf = proc.dir / "nginx.conf"
+    conf.write_text(NGINX_CONF.substitute(dir=proc.dir, tls=tls, port=s.registry_tls_port,
+                                          upstream=s.registry_port))
+    proc.start([nginx, "-p", str(proc.dir), "-e", "stderr", "-c", str(conf)], env=dict(os.environ), cwd=proc.dir)
+    return proc
+
+
+def _registry_tls_ready(s: Settings) -> bool:
+    context = ssl.create_default_context(cafile=str(tls_dir(s) / "ca.pem"))
+    request = urllib.request.Request(f"https://127.0.0.1:{s.registry_tls_port}/apis/ccompat/v7/subjects")
+    token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=2, context=context) as resp:
+        return resp.status == 200
+
+
 # --- commands --------------------------------------------------------------------------------
 
 
 def _ports(s: Settings, name: str) -> list[int]:
     return {"kafka": [s.kafka_port, s.controller_port, s.kafka_sasl_port, s.kafka_ssl_port], "s3": [s.s3_port],
-            "registry": [s.registry_port, s.registry_mgmt_port]}[name]
+            "registry": [s.registry_port, s.registry_mgmt_port], "registry-tls": [s.registry_tls_port]}[name]
 
 
 def _ready(s: Settings, name: str) -> bool:
@@ -450,13 +534,15 @@ def _ready(s: Settings, name: str) -> bool:
             return _kafka_metadata_ok(s.kafka_port)
         if name == "s3":
             return _s3_ready(s.s3_port)
+        if name == "registry-tls":
+            return _registry_tls_ready(s)
         return _registry_ready(s)
     except (OSError, ValueError, struct.error):
         return False
 
 
 def up(s: Settings, names: list[str]) -> None:
-    starters = {"kafka": kafka_up, "s3": s3_up, "registry": registry_up}
+    starters = {"kafka": kafka_up, "s3": s3_up, "registry": registry_up, "registry-tls": registry_tls_up}
     todo = [n for n in names if Process(s, n).pid() is None]
     for name in todo:  # check every port before starting anything
         for port in _ports(s, name):
@@ -492,7 +578,7 @@ def status(s: Settings, names: list[str]) -> int:
         ready = pid is not None and _ready(s, name)
         state = "ready" if ready else ("starting" if pid else "stopped")
         code |= 0 if ready else 1
-        print(f"{name:9} {state:9} pid={pid or '-'} ports={','.join(map(str, _ports(s, name)))}")
+        print(f"{name:12} {state:9} pid={pid or '-'} ports={','.join(map(str, _ports(s, name)))}")
     return code
 
 
@@ -510,18 +596,24 @@ def env_exports(s: Settings, secure: str | None = None) -> str:
         "ARCHIVER_CATALOG_URI": f"sqlite:///{s.state / 'catalog.db'}",
     }
     tls = tls_dir(s)
-    if secure == "sasl_ssl":
+    choices = set((secure or "").split(",")) - {""}
+    if choices - {"sasl_ssl", "ssl", "registry"} or {"sasl_ssl", "ssl"} <= choices or (secure is not None
+                                                                                       and not choices):
+        raise ServiceError(f"env --secure {secure!r}: choose sasl_ssl or ssl, and/or registry (e.g. sasl_ssl,registry)")
+    if "registry" in choices:
+        values |= {"ARCHIVER_SCHEMA_REGISTRY_URL": f"https://127.0.0.1:{s.registry_tls_port}/apis/ccompat/v7",
+                   "ARCHIVER_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": f"{REGISTRY_USER}:{REGISTRY_PASSWORD}",
+                   "ARCHIVER_SCHEMA_REGISTRY_SSL_CA_LOCATION": str(tls / "ca.pem")}
+    if "sasl_ssl" in choices:
         values |= {"ARCHIVER_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{s.kafka_sasl_port}",
                    "ARCHIVER_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "ARCHIVER_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
                    "ARCHIVER_KAFKA_SASL_USERNAME": SCRAM_USER, "ARCHIVER_KAFKA_SASL_PASSWORD": SCRAM_PASSWORD,
                    "ARCHIVER_KAFKA_SSL_CA_LOCATION": str(tls / "ca.pem")}
-    elif secure == "ssl":
+    elif "ssl" in choices:
         values |= {"ARCHIVER_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{s.kafka_ssl_port}",
                    "ARCHIVER_KAFKA_SECURITY_PROTOCOL": "SSL", "ARCHIVER_KAFKA_SSL_CA_LOCATION": str(tls / "ca.pem"),
                    "ARCHIVER_KAFKA_CLIENT_SSL_CERTIFICATE_LOCATION": str(tls / "client.cert.pem"),
                    "ARCHIVER_KAFKA_CLIENT_SSL_KEY_LOCATION": str(tls / "client.key")}
-    elif secure is not None:
-        raise ServiceError(f"env --secure {secure!r}: choose sasl_ssl or ssl")
     return "".join(f"export {k}={v}\n" for k, v in values.items())
 
 
@@ -529,15 +621,18 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("up", "down", "status", "env") or argv[0] in ("-h", "--help"):
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    command, names = argv[0], argv[1:] or list(SERVICES)
+    command, names = argv[0], argv[1:]
     secure = None
     if command == "env" and names[:1] == ["--secure"]:
-        secure, names = (names[1] if len(names) > 1 else ""), list(SERVICES)
+        secure, names = (names[1] if len(names) > 1 else ""), []
     unknown = [n for n in names if n not in SERVICES]
     try:
         if unknown:
             raise ServiceError(f"unknown service {unknown[0]!r}; choose from {', '.join(SERVICES)}")
         s = Settings.from_env()
+        # registry-tls belongs to the default set only where nginx is found (infra/tools fetches it)
+        names = names or [n for n in SERVICES if n != "registry-tls" or _nginx(s)
+                          or Process(s, n).pid() is not None]
         if command == "up":
             up(s, names)
         elif command == "down":

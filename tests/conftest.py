@@ -78,11 +78,12 @@ def services() -> Services:
     state = None
     if subprocess.run([SERVICES, "status"], env=env, capture_output=True).returncode != 0:
         state = tempfile.mkdtemp(prefix="archiver-test-services-")
-        ports = _free_ports(7)
+        ports = _free_ports(8)
         env |= {"ARCHIVER_STATE_DIR": state, "ARCHIVER_KAFKA_PORT": str(ports[0]),
                 "ARCHIVER_KAFKA_CONTROLLER_PORT": str(ports[1]), "ARCHIVER_S3_PORT": str(ports[2]),
                 "ARCHIVER_REGISTRY_PORT": str(ports[3]), "ARCHIVER_REGISTRY_MANAGEMENT_PORT": str(ports[4]),
-                "ARCHIVER_KAFKA_SASL_PORT": str(ports[5]), "ARCHIVER_KAFKA_SSL_PORT": str(ports[6])}
+                "ARCHIVER_KAFKA_SASL_PORT": str(ports[5]), "ARCHIVER_KAFKA_SSL_PORT": str(ports[6]),
+                "ARCHIVER_REGISTRY_TLS_PORT": str(ports[7])}
         subprocess.run([SERVICES, "up"], env=env, check=True)
     exports = _exports(env)
     saved = {k: os.environ.get(k) for k in exports}

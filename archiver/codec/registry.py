@@ -7,6 +7,8 @@ immutable per id, so a parsed schema is fetched once per process.
 from __future__ import annotations
 
 import json
+import re
+import ssl
 import threading
 from typing import TYPE_CHECKING, Any, Self
 
@@ -30,6 +32,7 @@ class Registry:
         # A lookup blocks the poll loop: bound it, and leave retrying to the daemon's backoff
         # (a partition waiting on the registry pauses; it does not spin here).
         self._client = SchemaRegistryClient({"timeout": 10, "max.retries": 1} | settings.client_config())
+        self._url = settings.url
         self._parsed: dict[int, tuple[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -54,8 +57,7 @@ class Registry:
         except SchemaRegistryError as e:
             raise _translate(e, f"registering a schema under subject {subject!r}") from e
         except Exception as e:  # httpx connection errors and timeouts
-            raise RegistryUnavailable(f"schema registry unreachable while registering under {subject!r}: "
-                                      f"{_describe(e)}") from e
+            raise _unreachable(e, self._url, f"registering under {subject!r}") from e
 
     def schema_text(self, schema_id: int) -> str:
         """The writer schema's JSON text for `schema_id`."""
@@ -76,8 +78,7 @@ class Registry:
         except SchemaRegistryError as e:
             raise _translate(e, f"looking up schema id {schema_id}") from e
         except Exception as e:  # httpx connection errors and timeouts
-            raise RegistryUnavailable(f"schema registry unreachable while looking up schema id {schema_id}: "
-                                      f"{_describe(e)}") from e
+            raise _unreachable(e, self._url, f"looking up schema id {schema_id}") from e
         entry = (text, fastavro.parse_schema(json.loads(text)))
         with self._lock:
             self._parsed[schema_id] = entry
@@ -94,17 +95,43 @@ def _translate(error: SchemaRegistryError, doing: str) -> Exception:
     mid-deploy), so it is an outage like a 5xx or a 429, not proof that the schema is unknown.
     Authorization and other client errors are terminal: retrying cannot fix the configuration.
     """
-    status = error.http_status_code
+    status, message = error.http_status_code, _message(error)
     if status == 404 and error.error_code in (SCHEMA_NOT_FOUND, 40401):
-        return NotFound(f"schema registry: not found while {doing}: {error.error_message}")
+        return NotFound(f"schema registry: not found while {doing}: {message}")
     if status is None or status >= 500 or status in (404, 408, 429):
-        return RegistryUnavailable(f"schema registry unavailable while {doing}: HTTP {status} "
-                                   f"{' '.join(str(error.error_message).split())[:200]}")
+        return RegistryUnavailable(f"schema registry unavailable while {doing}: HTTP {status} {message}")
     if status in (401, 403):
-        return TerminalError(f"schema registry refused the credentials while {doing}: HTTP {status} "
-                             f"{error.error_message}")
-    return Rejected(f"schema registry rejected it while {doing}: HTTP {status} {error.error_message}",
-                    error.error_message)
+        return TerminalError(f"schema registry refused the credentials while {doing}: HTTP {status} {message}")
+    return Rejected(f"schema registry rejected it while {doing}: HTTP {status} {message}", message)
+
+
+def _message(error: SchemaRegistryError) -> str:
+    """The registry's error message on one line. An answer that is not the registry's JSON (a
+    proxy's or load balancer's HTML page) is reduced to its title."""
+    text = str(error.error_message)
+    title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    if title:
+        text = f"(not the registry's answer: {title.group(1)})"
+    return " ".join(text.split())[:200]
+
+
+# TLS failures no retry can fix: the server's certificate is not trusted (or not for this host),
+# or the server refused ours. Other TLS errors (a connection cut mid-handshake) are outages.
+_TLS_REFUSALS = ("CERTIFICATE_VERIFY_FAILED", "WRONG_VERSION_NUMBER", "ALERT_BAD_CERTIFICATE",
+                 "ALERT_CERTIFICATE_REQUIRED", "ALERT_UNKNOWN_CA", "ALERT_HANDSHAKE_FAILURE")
+
+
+def _unreachable(error: Exception, url: str, doing: str) -> Exception:
+    """An HTTP client failure as archiver's error: a TLS refusal is terminal (the configuration
+    must change: ssl_ca_location, the URL's scheme, a client certificate), anything else an outage."""
+    cause: BaseException | None = error
+    while cause is not None:
+        text = str(cause)
+        if isinstance(cause, ssl.SSLCertVerificationError) or ("[SSL" in text
+                                                               and any(r in text for r in _TLS_REFUSALS)):
+            return TerminalError(f"schema registry at {url} TLS handshake failed while {doing}: {_describe(cause)}")
+        cause = cause.__cause__ or cause.__context__
+    return RegistryUnavailable(f"schema registry unreachable while {doing}: {_describe(error)}")
 
 
 class Rejected(ConfigError):

@@ -85,6 +85,18 @@ def test_run_once_archives_every_record_of_several_topics(services, kafka, regis
     assert "archived 0 records" in again.stdout  # resumes at the ledger's end: nothing twice
 
 
+def test_run_once_into_a_new_archive_where_the_group_already_committed_the_end_exits(services, kafka, registry,
+                                                                                     archive_env, unique):
+    """An empty ledger starts from the group's committed offsets; when those are already the end
+    there is nothing to consume, and --once must see that instead of waiting for a record."""
+    demo.produce(kafka, registry, unique, 40, partitions=2, start_ms=START_MS, span_ms=60_000)
+    assert "archived 40 records" in run_archiver(archive_env, "--once", "--topics", unique).stdout
+    elsewhere = archive_env | {"ARCHIVER_ARCHIVE_URL": archive_env["ARCHIVER_ARCHIVE_URL"] + "-elsewhere"}
+    result = run_archiver(elsewhere, "--once", "--topics", unique, timeout=60)
+    assert "archived 0 records" in result.stdout
+    assert "starting at the earliest offset" not in result.stderr  # from the group's offsets, at the end
+
+
 def write_config(tmp_path, **defaults) -> str:
     lines = ["[defaults]"] + [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in defaults.items()]
     path = tmp_path / "archiver.toml"

@@ -1,6 +1,7 @@
 """The registry client's errors: an unreachable registry is transient, never a rejection."""
 
 import socket
+import ssl
 
 import pytest
 
@@ -79,3 +80,42 @@ def test_an_outage_is_never_dead_lettered_only_unknown_ids_are():
     registry.down = False
     decoded = decoder.decode(good)
     assert not decoded.errors and decoded.runs[0].table.column("n").to_pylist() == [1, 2]
+
+
+def test_a_proxys_html_page_is_reduced_to_its_title():
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    from archiver.codec.registry import _translate
+
+    page = "Unknown Schema Registry Error: b'<html>\\r\\n<head><title>401 Authorization Required</title></head>\\r\\n'"
+    error = _translate(SchemaRegistryError(401, -1, page), "looking up schema id 7")
+    assert str(error) == ("schema registry refused the credentials while looking up schema id 7: HTTP 401 "
+                          "(not the registry's answer: 401 Authorization Required)")
+
+
+def _wrapped(cause: BaseException) -> Exception:
+    """As httpx raises it: its own exception, caused by the ssl module's."""
+    try:
+        try:
+            raise cause
+        except BaseException as e:
+            raise ConnectionError(str(e)) from e
+    except ConnectionError as outer:
+        return outer
+
+
+@pytest.mark.parametrize(("cause", "expected"), [
+    (ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"), "TerminalError"),
+    (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "TerminalError"),  # https to an http port
+    (ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required"), "TerminalError"),
+    (ssl.SSLEOFError(8, "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF in violation of protocol"), "RegistryUnavailable"),
+    (ConnectionRefusedError(111, "Connection refused"), "RegistryUnavailable"),
+    (TimeoutError("timed out"), "RegistryUnavailable"),
+])
+def test_a_tls_refusal_is_terminal_and_a_cut_connection_an_outage(cause, expected):
+    """Retrying cannot fix an untrusted certificate or a wrong scheme; a handshake cut short can."""
+    from archiver.codec.registry import _unreachable
+
+    error = _unreachable(_wrapped(cause), "https://registry:8443", "looking up schema id 7")
+    assert type(error).__name__ == expected
+    assert "\n" not in str(error)
