@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test unit services-up services-down bench lock
+.PHONY: demo test unit services-up services-down bench lock manifests
 
 # The native module (native/: Rust, built from source with cargo; its build cache lives in the
 # user cache folder, so a rebuild only compiles what changed). Without cargo the archiver runs on
@@ -46,3 +46,10 @@ services-down:
 ## Regenerate the pinned versions every install uses.
 lock: $(BIN)/.installed
 	$(BIN)/pip freeze --exclude-editable | grep -v '^archiver' > constraints.txt
+
+## Render deploy/kubernetes/archiver.yaml from the Helm chart (a test checks it is current).
+manifests:
+	infra/tools helm
+	{ echo "# Rendered from deploy/helm/archiver with deploy/kubernetes/values.yaml by 'make manifests': edit those."; \
+	  $(HOME)/.cache/archiver/tools/helm template archiver deploy/helm/archiver --namespace archiver \
+		-f deploy/kubernetes/values.yaml; } > deploy/kubernetes/archiver.yaml
