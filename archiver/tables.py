@@ -80,6 +80,7 @@ def open_catalog(settings: CatalogSettings, archive_url: str):
     from pyiceberg.catalog import load_catalog
 
     props = dict(settings.properties)
+    props.setdefault("py-io-impl", "archiver.iceberg_io.ArchiverFileIO")  # releases S3 at exit (see there)
     if archive_url.startswith("s3://"):
         import boto3
 

@@ -112,3 +112,58 @@ def test_no_configured_secret_shows_in_logs_metrics_or_config(services, kafka, r
     for secret in (aws_secret, registry_password):
         for where, found in (("the log", text), ("/metrics", scraped), ("archiver config", config.stdout + config.stderr)):
             assert secret not in found, f"{secret} shows in {where}"
+
+
+def without_static_keys(archive_env: dict) -> dict:
+    """The environment with no credential source but what a test adds (no keys, no profile, no
+    instance metadata): archiver must take its credentials from what the test configures."""
+    env = {k: v for k, v in archive_env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                              "AWS_SESSION_TOKEN", "AWS_PROFILE")}
+    return env | {"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexistent",
+                  "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+
+
+def run_status_and_verify(env: dict, topic: str) -> None:
+    """`run --once` (obstore's PUTs and boto3's conditional writes), then `status` and `verify`."""
+    run = archiver(env, "run", "--once", "--topics", topic, "--format", "json", timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout)["records_out"] == 30
+    for command in (["status", "--topics", topic], ["verify", "--topics", topic]):
+        result = archiver(env, *command, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_credentials_from_a_named_profile(services, kafka, registry, archive_env, unique, tmp_path):
+    from archiver import demo
+
+    demo.produce(kafka, registry, unique, 30, partitions=1, start_ms=1_764_000_000_000, span_ms=1000)
+    bare = without_static_keys(archive_env)
+    missing = archiver(bare, "status", "--topics", unique)
+    assert missing.returncode != 0 and "credentials" in missing.stderr.lower(), missing.stderr[-2000:]
+
+    (tmp_path / "credentials").write_text(f"[archiver-{unique[-6:]}]\naws_access_key_id = test\n"
+                                          "aws_secret_access_key = test\n")
+    (tmp_path / "config").write_text(f"[profile archiver-{unique[-6:]}]\nregion = us-east-1\n")
+    run_status_and_verify(bare | {"AWS_PROFILE": f"archiver-{unique[-6:]}", "AWS_CONFIG_FILE": str(tmp_path / "config"),
+                                  "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials")}, unique)
+
+
+def test_credentials_from_web_identity_as_on_eks_with_irsa(services, kafka, registry, archive_env, unique,
+                                                          tmp_path, glue):
+    """IRSA: a projected service-account token and a role ARN; the AWS chain exchanges them with
+    STS (moto's server here) for temporary credentials, which S3 (LocalStack) then accepts. The
+    run publishes to the Iceberg catalog too: with these credentials pyarrow's S3 hung at exit
+    until archiver released its filesystems first (`archiver.iceberg_io`)."""
+    assert archive_env.get("ARCHIVER_CATALOG_TYPE"), "the session's environment has a catalog"
+    from archiver import demo
+
+    demo.produce(kafka, registry, unique, 30, partitions=1, start_ms=1_764_000_000_000, span_ms=1000)
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YXJjaGl2ZXI6YXJjaGl2ZXIifQ.c2ln")
+    env = without_static_keys(archive_env) | {
+        "AWS_ROLE_ARN": "arn:aws:iam::000000000000:role/archiver", "AWS_WEB_IDENTITY_TOKEN_FILE": str(token),
+        "AWS_ROLE_SESSION_NAME": "archiver-0", "AWS_ENDPOINT_URL_STS": glue}
+    run_status_and_verify(env, unique)
+    sessions = boto3.client("sts", endpoint_url=glue, region_name="us-east-1", aws_access_key_id="test",
+                            aws_secret_access_key="test")
+    assert sessions.get_caller_identity()["Account"]  # moto's STS answered (it served the exchange above)

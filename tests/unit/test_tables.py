@@ -193,3 +193,22 @@ def test_a_table_whose_metadata_was_deleted_is_a_terminal_error_not_an_outage(st
     pathlib.Path(location.removeprefix("file://")).unlink()
     with pytest.raises(TerminalError, match=r"^archiver\.t: a file of the table is missing from its storage"):
         Publisher(archive, catalog, CatalogSettings()).publish("t")
+
+
+def test_the_catalogs_file_io_drops_its_filesystems_at_exit(store, tmp_path):
+    """pyarrow deadlocks at exit while an S3 filesystem with web-identity credentials lives
+    (apache/arrow#50188): the catalog's FileIO is archiver's, whose exit hook releases them."""
+    from archiver import iceberg_io
+
+    settings = CatalogSettings({"type": "sql", "uri": f"sqlite:///{tmp_path}/catalog.db"})
+    catalog = tables.open_catalog(settings, f"file://{tmp_path}/archive")
+    archive = archive_with(store, TopicSettings(), messages(5))
+    publisher = Publisher(archive, catalog, settings)
+    publisher.publish("t")
+    table = publisher.load("t")
+    assert isinstance(table.io, iceberg_io.ArchiverFileIO)
+    assert offsets_of(table) == collections.Counter({(0, o): 1 for o in range(5)})
+    assert table.io.fs_by_scheme.cache_info().currsize > 0
+    iceberg_io.release()
+    assert table.io.fs_by_scheme.cache_info().currsize == 0
+    assert offsets_of(table) == collections.Counter({(0, o): 1 for o in range(5)})  # made again when used
