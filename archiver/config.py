@@ -327,6 +327,11 @@ class RunSettings:
     """With --once: how long a partition may wait for an outage (schema registry, S3, dead-letter
     topic) to end before the run stops with exit code 1, having committed only what it archived.
     The streaming daemon waits for as long as it takes."""
+    kafka_refused_timeout_s: Seconds = 120.0
+    """How long a running daemon waits for Kafka to accept it again after a broker refused its
+    credentials, its TLS handshake or its authorization (revoked, rotated, expired) before it
+    stops with exit code 1 (a restart reads the configuration and secrets again). Meanwhile
+    /readyz answers 503; anything buffered is committed before it stops."""
     metrics_address: str = ""
     """host:port serving /metrics, /healthz and /readyz; empty disables."""
     log_format: LogFormat = LogFormat.TEXT

@@ -71,6 +71,18 @@ class OutageTimeout(TransientError):
     """--once gave up waiting for a dependency."""
 
 
+@dataclass
+class Refused:
+    """Kafka refuses this member (credentials, TLS, authorization) since `since`."""
+
+    reason: str
+    since: float
+    probe_at: float = 0.0
+
+
+PROBE_S = 5.0  # how often a refused member asks a partition leader whether it accepts it again
+
+
 class Daemon:
     """One member of the archiver consumer group."""
 
@@ -92,6 +104,7 @@ class Daemon:
         self.outages_started: Counter[str] = Counter()  # by dependency, for /metrics
         self._ends: dict[tuple[str, int], int] = {}  # --once: end offsets seen at start
         self.rebalances = 0
+        self.refused: Refused | None = None
         self._highs: dict[tuple[str, int], int] = {}
         self.heartbeat = Heartbeat()
         self.consumer = consumer if consumer is not None else GroupConsumer(settings)
@@ -179,8 +192,12 @@ class Daemon:
         return [key for key, outage in list(self._outages.items()) if outage.paused]
 
     def waiting(self) -> Counter[str]:
-        """Paused partitions by the dependency they wait for."""
-        return Counter(o.error.dependency for o in list(self._outages.values()) if o.paused)
+        """Paused partitions by the dependency they wait for; every owned partition waits for
+        Kafka while it refuses this member."""
+        waiting = Counter(o.error.dependency for o in list(self._outages.values()) if o.paused)
+        if self.refused is not None:
+            waiting["kafka"] = max(1, len(self.sink.owned))
+        return waiting
 
     def lag(self) -> dict[tuple[str, int], int]:
         """High watermark (as last fetched) minus the committed frontier, per partition: every
@@ -210,7 +227,8 @@ class Daemon:
 
         try:
             return serve(self.settings.metrics_address, self, self.heartbeat.healthy,
-                         lambda: self.heartbeat.healthy() and self.rebalances > 0 and not self._outages)
+                         lambda: self.heartbeat.healthy() and self.rebalances > 0 and not self._outages
+                         and self.refused is None)
         except OSError as e:
             raise TerminalError(f"run.metrics_address {self.settings.metrics_address}: {e.strerror}") from None
 
@@ -233,7 +251,10 @@ class Daemon:
                     self._tick()  # the memory cap holds between ticks too
                 if self.once and (self._gave_up() is not None or self._batch_done()):
                     break
-            gave_up = self._gave_up() if self.once else None  # before closing: a revoke forgets outages
+                if self._refused_too_long():
+                    break
+            # before closing: a revoke forgets outages
+            gave_up = self._refusal_error() or (self._gave_up() if self.once else None)
             if gave_up is None:
                 topics = {topic for topic, _ in self.sink.owned}
                 self._flush_all(Rotation.END)
@@ -285,8 +306,51 @@ class Daemon:
         """Consume and dispatch one batch; True when records came. The batch is freed on return,
         not held through the next consume()."""
         batches = self.consumer.batches(POLL_BATCH, timeout=0.5)
+        self._note_refusal(bool(batches))
         self._dispatch(batches)
         return bool(batches)
+
+    # --- Kafka refusing this member: not ready, then stop -------------------------------------
+
+    def _note_refusal(self, received: bool) -> None:
+        reason = self.consumer.refusal()
+        now = time.monotonic()
+        if reason is not None and self.refused is None:
+            self.refused = Refused(reason, now, now + PROBE_S)
+            self.outages_started["kafka"] += 1
+            logger.warning("kafka refused this member: %s; not ready, stopping in %.0fs unless it accepts it again",
+                           reason, self.settings.kafka_refused_timeout_s)
+        elif reason is not None:
+            self.refused.reason = reason
+        elif received and self.refused is not None:
+            self._accepted()
+
+    def _accepted(self) -> None:
+        logger.warning("kafka accepts this member again after %.0fs", time.monotonic() - self.refused.since)
+        self.refused = None
+
+    def _refused_too_long(self) -> bool:
+        """Whether Kafka has refused this member for run.kafka_refused_timeout_s; until then a
+        partition leader is asked every PROBE_S whether it accepts it again (an idle topic brings
+        no records to tell)."""
+        refused = self.refused
+        if refused is None:
+            return False
+        now = time.monotonic()
+        if now >= refused.probe_at:
+            refused.probe_at = now + PROBE_S
+            probe = next(iter(self.sink.owned), None) or next(iter(self._starts), None)
+            if probe is not None and self.consumer.reachable(*probe) and self.consumer.refusal() is None:
+                self._accepted()
+                return False
+        return now - refused.since >= self.settings.kafka_refused_timeout_s
+
+    def _refusal_error(self) -> TerminalError | None:
+        refused = self.refused
+        if refused is None or time.monotonic() - refused.since < self.settings.kafka_refused_timeout_s:
+            return None
+        return TerminalError(f"kafka at {self.settings.kafka.bootstrap_servers} refused this member for "
+                             f"{self.settings.kafka_refused_timeout_s:.0f}s: {refused.reason}")
 
     def _dispatch(self, batches: list[Batch]) -> None:
         for batch in batches:

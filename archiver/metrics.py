@@ -88,7 +88,7 @@ class DaemonCollector:
         waiting = GaugeMetricFamily("archiver_waiting_partitions", "Partitions paused, by the dependency they wait for",
                                     labels=["dependency"])
         paused = d.waiting()
-        for dependency in ("registry", "store", "dlq"):
+        for dependency in ("registry", "store", "dlq", "kafka"):
             outages.add_metric([dependency], d.outages_started.get(dependency, 0))
             waiting.add_metric([dependency], paused.get(dependency, 0))
         yield outages

@@ -21,7 +21,7 @@ from archiver.config import RunSettings
 from archiver.errors import TerminalError
 from archiver.retry import retry
 from archiver.source import native
-from archiver.source.kafka import list_topics
+from archiver.source.kafka import is_refusal, list_topics
 from archiver.source.records import Batch
 
 logger = logging.getLogger(__name__)
@@ -48,11 +48,15 @@ class PythonConsumer(Consumer):
 
     kind = "python"
 
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.refusals: list[str] = []
+
     def consume_batches(self, count: int, timeout: float) -> list[Batch]:
         by_partition: dict[tuple[str, int], list] = defaultdict(list)
         for m in self.consume(count, timeout=timeout):
             if m.error():
-                _kafka_error(m.error().fatal(), m.error().str())
+                _kafka_error(m.error().code(), m.error().fatal(), m.error().str(), self.refusals)
                 continue
             by_partition[(m.topic(), m.partition())].append(m)
         return [Batch.of(messages) for messages in by_partition.values()]
@@ -66,6 +70,7 @@ class NativeConsumer:
     def __init__(self, config: dict):
         self._callbacks: dict[str, Callback | None] = {}
         self._consumer = native.open_client("Consumer", config)
+        self.refusals: list[str] = []
 
     def _call(self, method: str, *args):
         return native.call(self._consumer, method, *args)
@@ -87,8 +92,8 @@ class NativeConsumer:
 
     def consume_batches(self, count: int, timeout: float) -> list[Batch]:
         runs, errors = self._call("consume", count, timeout)
-        for _code, _name, reason, fatal in errors:
-            _kafka_error(fatal, reason)
+        for code, _name, reason, fatal in errors:
+            _kafka_error(code, fatal, reason, self.refusals)
         return [Batch.from_native(run) for run in runs]
 
     def incremental_assign(self, partitions: list[TopicPartition]) -> None:
@@ -129,9 +134,14 @@ class NativeConsumer:
         self._call("close")
 
 
-def _kafka_error(fatal: bool, reason: str) -> None:
+def _kafka_error(code: int, fatal: bool, reason: str, refusals: list[str]) -> None:
+    """A consumer error event: fatal ones stop the daemon; a broker refusing the client is kept
+    in `refusals` for the daemon to wait on (librdkafka has logged it); others are logged."""
     if fatal:
         raise TerminalError(f"kafka: {reason}")
+    if is_refusal(code, reason):
+        refusals.append(reason)
+        return
     logger.warning("kafka: %s", reason)
 
 
@@ -189,6 +199,20 @@ class GroupConsumer:
 
     def batches(self, count: int, timeout: float) -> list[Batch]:
         return self.client.consume_batches(count, timeout)
+
+    def refusal(self) -> str | None:
+        """The last refusal (credentials, TLS, authorization) a broker answered since the last
+        call, or None."""
+        refusals, self.client.refusals = self.client.refusals, []
+        return refusals[-1] if refusals else None
+
+    def reachable(self, topic: str, partition: int) -> bool:
+        """Whether the partition's leader answers a request now (asks it for the watermarks)."""
+        try:
+            self.client.get_watermark_offsets(TopicPartition(topic, partition), timeout=5, cached=False)
+        except KafkaException:
+            return False
+        return True
 
     def committed(self, partitions: list[TP]) -> dict[TP, int]:
         """Kafka's committed offsets of `partitions` (those without one left out), retried: a busy

@@ -36,14 +36,27 @@ def admin(settings: KafkaSettings) -> AdminClient:
     return AdminClient(settings.client_config())
 
 
+REFUSALS = (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.SASL_AUTHENTICATION_FAILED)
+"""librdkafka's codes of a broker refusing the client: credentials, TLS, authorization."""
+
+
+def is_refusal(code: int, text: str) -> bool:
+    """Whether a librdkafka error says the broker refused this client (its configuration or the
+    broker's must change), rather than that it could not be reached. A handshake cut short by a
+    reset (a broker restarting) is not a refusal."""
+    if "connection reset by peer" in text:
+        return False
+    return code in REFUSALS or "SSL handshake failed" in text or "SSL routines" in text \
+        or "SASL authentication" in text
+
+
 def _refusal(errors: list) -> str | None:
     """The reason a broker refused the connection (authentication, TLS), from librdkafka's error
     events: what "Failed to get metadata" alone does not say."""
     for error in reversed(errors):
-        text = error.str()
-        if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL) or "SSL handshake failed" in text \
-                or "SSL routines" in text or "SASL authentication" in text:
-            return text
+        if is_refusal(error.code(), error.str()):
+            return error.str()
     return None
 
 

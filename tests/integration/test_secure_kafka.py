@@ -21,10 +21,12 @@ START_MS = 1_764_000_000_000
 
 
 def secure_env(services, kind: str) -> dict[str, str]:
-    """`infra/services env --secure KIND` of the test session's services."""
+    """The Kafka and registry settings of `infra/services env --secure KIND` for the test
+    session's services (not its archive URL or catalog: each test archives into its own)."""
     out = subprocess.run([SERVICES, "env", "--secure", kind], env=services.control_env, capture_output=True,
                          text=True, check=True).stdout
-    return dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line)
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line)
+    return {k: v for k, v in exports.items() if k.startswith(("ARCHIVER_KAFKA_", "ARCHIVER_SCHEMA_REGISTRY_"))}
 
 
 
@@ -86,3 +88,74 @@ def test_a_refused_connection_is_one_line_a_non_zero_exit_and_no_commit(services
     assert took < 120, f"{case}: gave up after {took:.0f}s"
     archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
     assert archive.partitions(unique) == [] or commits(archive, unique) == []
+
+
+def scram(kafka, password: str | None) -> None:
+    """Set the SCRAM-SHA-512 password of the listener's user, or delete the user (None), through
+    the PLAINTEXT listener."""
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
+
+    user = "archiver"
+    change = (UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512) if password is None else
+              UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                                           password.encode()))
+    client = source_kafka.admin(kafka)  # alive until the answer: its futures fail once it is freed
+    for future in client.alter_user_scram_credentials([change]).values():
+        future.result(timeout=30)
+
+
+def test_credentials_revoked_while_running_make_it_unready_and_then_stop_it(services, kafka, registry, archive_env,
+                                                                            unique, tmp_path):
+    """The broker refuses the running daemon (its SCRAM user deleted, and the broker restarted,
+    so the connections authenticate again): /readyz answers 503 and partitions wait for "kafka";
+    once the user is back it carries on; refused for kafka_refused_timeout_s, it commits what it
+    holds and stops with the reason, exit 1."""
+    from tests.conftest import _free_ports
+    from tests.integration.test_run_resilience import _safe, start_daemon, status, wait_for
+
+    secure = secure_env(services, "sasl_ssl")
+    password = secure["ARCHIVER_KAFKA_SASL_PASSWORD"]
+    (port,) = _free_ports(1)
+    env = archive_env | secure | {"ARCHIVER_METRICS_ADDRESS": f"127.0.0.1:{port}", "ARCHIVER_DEFAULTS_INTERVAL_S": "0.5",
+                                  "ARCHIVER_KAFKA_REFUSED_TIMEOUT_S": "40"}
+    scram(kafka, password)  # as infra/services made it, whatever an earlier test left
+    demo.produce(kafka, registry, unique, 100, partitions=2, start_ms=START_MS, span_ms=1000)
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(env, unique, log)
+    try:
+        wait_for(lambda: _safe(port).get("archiver_records_out_total", 0) >= 100, 60, "the first 100")
+        scram(kafka, None)
+        services.restart("kafka")
+        wait_for(lambda: _safe(port).get('archiver_waiting_partitions{dependency="kafka"}', 0) >= 1, 60,
+                 "partitions to wait for kafka")
+        assert status(port, "/readyz") == 503
+
+        scram(kafka, password)
+        wait_for(lambda: status(port, "/readyz") == 200, 35, "ready again")
+        demo.produce(kafka, registry, unique, 50, partitions=2, start_ms=START_MS + 2000, span_ms=1000)
+        wait_for(lambda: _safe(port).get("archiver_records_out_total", 0) >= 150, 60, "the next 50")
+
+        scram(kafka, None)
+        services.restart("kafka")
+        started = time.monotonic()
+        daemon.wait(timeout=150)
+        took = time.monotonic() - started
+    finally:
+        scram(kafka, password)
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    text = log.read_text()
+    assert daemon.returncode == 1, text[-3000:]
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("archiver: error: kafka at 127.0.0.1:") and "refused this member for 40s" in last, last
+    assert "SASL authentication" in last and password not in text
+    assert "kafka accepts this member again" in text
+    assert took < 120, f"stopped {took:.0f}s after the refusal began"
+    archive = Archive(open_store(archive_env["ARCHIVER_ARCHIVE_URL"]))
+    assert sum(e.end - e.start for e in commits(archive, unique)) == 150

@@ -9,6 +9,7 @@ from archiver import demo
 from archiver.archive import Archive
 from archiver.config import KafkaSettings, RunSettings, TopicSettings
 from archiver.daemon import Daemon
+from archiver.errors import TerminalError
 from archiver.source.records import Batch, Record
 from archiver.store import open_store
 
@@ -34,6 +35,9 @@ class FakeConsumer:
         self.calls = 0
         self.events: list[tuple[str, list]] = []
         self.to_assign: list[tuple[str, int]] = []
+        self.refusing: str | None = None  # set: the broker refuses this member (no records come)
+        self.accepts_again_after: int | None = None  # probes until the broker accepts it again
+        self.probes = 0
 
     def topics(self):
         return {TOPIC: len(self.log)}
@@ -59,6 +63,8 @@ class FakeConsumer:
                 del self.positions[tp]
             self.to_assign = moved  # and back on the next call
             return []
+        if self.refusing is not None:
+            return []
         out = []
         for tp in sorted(self.positions):
             if tp in self.paused:
@@ -68,6 +74,15 @@ class FakeConsumer:
                 out.append(Batch.of(records))
                 self.positions[tp] += len(records)
         return out
+
+    def refusal(self):
+        return self.refusing
+
+    def reachable(self, topic, partition):
+        self.probes += 1
+        if self.accepts_again_after is not None and self.probes >= self.accepts_again_after:
+            self.refusing = None
+        return self.refusing is None
 
     def committed(self, partitions):
         return {tp: self.commits[tp] for tp in partitions if tp in self.commits}
@@ -160,3 +175,60 @@ def test_a_rerun_starts_after_the_archive_and_archives_nothing_again(settings):
 
     assert summary.records_in == 150
     assert all(archived_offsets(settings, p) == list(range(450)) for p in range(3))
+
+
+class RefusedAfter(FakeConsumer):
+    """The broker refuses this member (revoked credentials) once `after` batches calls came."""
+
+    def __init__(self, log, after: int, **kwargs):
+        super().__init__(log, **kwargs)
+        self.after = after
+        self.seen_waiting: list = []
+        self.daemon = None
+
+    def batches(self, count, timeout):
+        if self.calls == self.after:
+            self.refusing = "sasl_ssl://b:9094/1: SASL authentication error: Authentication failed"
+        if self.daemon is not None and self.daemon.refused is not None:
+            self.seen_waiting.append(dict(self.daemon.waiting()))
+        return super().batches(count, timeout)
+
+
+def test_a_member_kafka_keeps_refusing_commits_what_it_buffered_and_stops_with_the_reason(settings, monkeypatch):
+    monkeypatch.setattr("archiver.daemon.PROBE_S", 0.05)
+    log = records(per_partition=1000)
+    consumer = RefusedAfter(log, after=4, step=40)
+    daemon = Daemon(_replace(settings, kafka_refused_timeout_s=1), consumer=consumer)
+    consumer.daemon = daemon
+
+    with pytest.raises(TerminalError, match=r"kafka at fake:9092 refused this member for 1s: .*SASL authentication"):
+        daemon.run()
+
+    assert consumer.seen_waiting and all(w == {"kafka": 3} for w in consumer.seen_waiting)
+    assert consumer.probes >= 2  # it asked whether the broker accepts it again, in vain
+    for p in range(3):  # what came before the refusal is archived and committed, nothing else
+        taken = consumer.positions.get((TOPIC, p), archived_offsets(settings, p)[-1] + 1)
+        assert archived_offsets(settings, p) == list(range(taken))
+        assert 0 < taken < 1000
+
+
+def test_a_member_kafka_accepts_again_carries_on(settings, monkeypatch):
+    monkeypatch.setattr("archiver.daemon.PROBE_S", 0.05)
+    log = records()
+    consumer = RefusedAfter(log, after=3)
+    consumer.accepts_again_after = 2
+    daemon = Daemon(_replace(settings, kafka_refused_timeout_s=60), once=True, consumer=consumer)
+    consumer.daemon = daemon
+
+    summary = daemon.run()
+
+    assert summary.records_out == 1200 and daemon.refused is None
+    assert consumer.seen_waiting  # it waited while refused
+    for p in range(3):
+        assert archived_offsets(settings, p) == list(range(400))
+
+
+def _replace(settings, **changes):
+    import dataclasses
+
+    return dataclasses.replace(settings, **changes)
