@@ -180,13 +180,18 @@ class RegistrySettings:
     """"user:password" for HTTP basic auth; never printed."""
     ssl_ca_location: str | None = None
     """CA bundle for an https registry."""
+    ssl_certificate_location: str | None = None
+    """Client certificate (PEM) for a registry that requires one (mutual TLS)."""
+    ssl_key_location: str | None = None
+    """The client certificate's private key (PEM, unencrypted)."""
 
     def client_config(self) -> dict[str, str]:
         conf = {"url": self.url}
         if self.basic_auth_user_info:
             conf["basic.auth.user.info"] = self.basic_auth_user_info
-        if self.ssl_ca_location:
-            conf["ssl.ca.location"] = self.ssl_ca_location
+        for key in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
+            if getattr(self, key):
+                conf[key.replace("_", ".")] = getattr(self, key)
         return conf
 
     @classmethod
@@ -525,6 +530,9 @@ def _registry(doc, env, flags, section: str) -> RegistrySettings | None:
         return None
     if not re.match(r"^https?://", url):
         raise ConfigError(f"{section}.url: expected an http:// or https:// URL, got {url!r}")
+    if values.get("ssl_key_location") and not values.get("ssl_certificate_location"):
+        raise ConfigError(f"{section}.ssl_key_location is set without {section}.ssl_certificate_location "
+                          "(the client certificate it belongs to)")
     return RegistrySettings(**values)
 
 

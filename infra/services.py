@@ -10,8 +10,9 @@ Everything comes from package registries, no Docker:
   s3        LocalStack (S3 only) from PyPI, in its own virtualenv
   registry  Apicurio Registry (in-memory), Confluent-compatible API at /apis/ccompat/v7
   registry-tls  nginx (Debian's, unpacked by infra/tools) in front of the registry: HTTPS with the
-            local CA's certificate and HTTP basic auth (user `archiver`); started with the others
-            when nginx is found (the tools folder or PATH), or when named
+            local CA's certificate, a client certificate required (mutual TLS) and HTTP basic auth
+            (user `archiver`); started with the others when nginx is found (the tools folder or
+            PATH), or when named
 
 Downloads are cached under ~/.cache/archiver (and ~/.m2, ~/.cache/pip); pids, logs and data go
 under the state folder (ARCHIVER_STATE_DIR, default <repo>/.state). `up` is idempotent and
@@ -470,6 +471,8 @@ http {
     ssl_certificate $dir/server.pem;
     ssl_certificate_key $tls/broker.key;
     ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_client_certificate $tls/ca.pem;
+    ssl_verify_client on;
     auth_basic "schema registry";
     auth_basic_user_file $dir/htpasswd;
     location / {
@@ -513,6 +516,7 @@ def registry_tls_up(s: Settings) -> Process:
 
 def _registry_tls_ready(s: Settings) -> bool:
     context = ssl.create_default_context(cafile=str(tls_dir(s) / "ca.pem"))
+    context.load_cert_chain(tls_dir(s) / "client.cert.pem", tls_dir(s) / "client.key")
     request = urllib.request.Request(f"https://127.0.0.1:{s.registry_tls_port}/apis/ccompat/v7/subjects")
     token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
@@ -603,7 +607,9 @@ def env_exports(s: Settings, secure: str | None = None) -> str:
     if "registry" in choices:
         values |= {"ARCHIVER_SCHEMA_REGISTRY_URL": f"https://127.0.0.1:{s.registry_tls_port}/apis/ccompat/v7",
                    "ARCHIVER_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": f"{REGISTRY_USER}:{REGISTRY_PASSWORD}",
-                   "ARCHIVER_SCHEMA_REGISTRY_SSL_CA_LOCATION": str(tls / "ca.pem")}
+                   "ARCHIVER_SCHEMA_REGISTRY_SSL_CA_LOCATION": str(tls / "ca.pem"),
+                   "ARCHIVER_SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION": str(tls / "client.cert.pem"),
+                   "ARCHIVER_SCHEMA_REGISTRY_SSL_KEY_LOCATION": str(tls / "client.key")}
     if "sasl_ssl" in choices:
         values |= {"ARCHIVER_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{s.kafka_sasl_port}",
                    "ARCHIVER_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "ARCHIVER_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",

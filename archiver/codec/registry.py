@@ -31,7 +31,10 @@ class Registry:
 
         # A lookup blocks the poll loop: bound it, and leave retrying to the daemon's backoff
         # (a partition waiting on the registry pauses; it does not spin here).
-        self._client = SchemaRegistryClient({"timeout": 10, "max.retries": 1} | settings.client_config())
+        try:
+            self._client = SchemaRegistryClient({"timeout": 10, "max.retries": 1} | settings.client_config())
+        except (ValueError, OSError) as e:  # an unreadable certificate or key, a setting it refuses
+            raise ConfigError(f"schema registry {settings.url}: {_describe(e)}") from None
         self._url = settings.url
         self._parsed: dict[int, tuple[str, Any]] = {}
         self._lock = threading.Lock()

@@ -93,7 +93,8 @@ def test_services_up_without_maven_says_so_in_one_line(tmp_path):
         (bin_dir / tool).symlink_to(shutil.which(tool))
     env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "ARCHIVER_STATE_DIR": str(tmp_path / "state"),
            "ARCHIVER_CACHE_DIR": str(tmp_path / "empty-cache"), "ARCHIVER_KAFKA_PORT": "0"}
-    env["ARCHIVER_KAFKA_PORT"], env["ARCHIVER_KAFKA_CONTROLLER_PORT"] = map(str, _free_ports(2))
+    ports = ("ARCHIVER_KAFKA_PORT", "ARCHIVER_KAFKA_CONTROLLER_PORT", "ARCHIVER_KAFKA_SASL_PORT", "ARCHIVER_KAFKA_SSL_PORT")
+    env |= dict(zip(ports, map(str, _free_ports(len(ports)))))  # free even where the services run on the defaults
     result = subprocess.run([str(SERVICES), "up", "kafka"], capture_output=True, text=True, env=env)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (

@@ -1,5 +1,6 @@
-"""archiver through the registry's HTTPS endpoint with basic auth: nginx (`infra/services`'s
-registry-tls) in front of the real Apicurio Registry, with the local CA's certificate."""
+"""archiver through the registry's HTTPS endpoint with basic auth and a client certificate: nginx
+(`infra/services`'s registry-tls) in front of the real Apicurio Registry, with the local CA's
+certificates."""
 
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def refused_settings(https_registry: dict[str, str], case: str, tmp_path) -> dic
         return https_registry | {"ARCHIVER_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": "archiver:not-the-password"}
     if case == "no credentials":
         return {k: v for k, v in https_registry.items() if "BASIC_AUTH" not in k}
+    if case == "no client certificate":
+        return {k: v for k, v in https_registry.items() if "SSL_CERTIFICATE" not in k and "SSL_KEY" not in k}
     if case == "wrong CA":
         return https_registry | {"ARCHIVER_SCHEMA_REGISTRY_SSL_CA_LOCATION": other_ca(tmp_path)}
     assert case == "http to the https port"
@@ -72,7 +75,7 @@ def refused_settings(https_registry: dict[str, str], case: str, tmp_path) -> dic
                              https_registry["ARCHIVER_SCHEMA_REGISTRY_URL"].replace("https://", "http://")}
 
 
-CASES = ["wrong password", "no credentials", "wrong CA", "http to the https port"]
+CASES = ["wrong password", "no credentials", "no client certificate", "wrong CA", "http to the https port"]
 
 
 @pytest.mark.parametrize("case", CASES)

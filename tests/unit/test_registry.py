@@ -119,3 +119,21 @@ def test_a_tls_refusal_is_terminal_and_a_cut_connection_an_outage(cause, expecte
     error = _unreachable(_wrapped(cause), "https://registry:8443", "looking up schema id 7")
     assert type(error).__name__ == expected
     assert "\n" not in str(error)
+
+
+def test_a_client_key_without_its_certificate_is_one_line_naming_both():
+    from archiver.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="schema_registry.ssl_key_location is set without "
+                                            "schema_registry.ssl_certificate_location"):
+        RegistrySettings.from_env({"ARCHIVER_SCHEMA_REGISTRY_URL": "https://r:8443",
+                                   "ARCHIVER_SCHEMA_REGISTRY_SSL_KEY_LOCATION": "/k.pem"})
+
+
+def test_an_unreadable_client_certificate_is_a_configuration_error(tmp_path):
+    from archiver.errors import ConfigError
+
+    settings = RegistrySettings(url="https://r:8443", ssl_certificate_location=str(tmp_path / "missing.pem"),
+                                ssl_key_location=str(tmp_path / "missing.key"))
+    with pytest.raises(ConfigError, match=r"^schema registry https://r:8443: FileNotFoundError"):
+        Registry(settings)

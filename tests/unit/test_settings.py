@@ -78,6 +78,8 @@ DEFAULTS = {"bootstrap_servers": "", "url": "", "group_id": "archiver", "topics"
     ("ARCHIVER_SCHEMA_REGISTRY_URL", "schema_registry.url"),
     ("ARCHIVER_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "schema_registry.basic_auth_user_info"),
     ("ARCHIVER_SCHEMA_REGISTRY_SSL_CA_LOCATION", "schema_registry.ssl_ca_location"),
+    ("ARCHIVER_SCHEMA_REGISTRY_SSL_CERTIFICATE_LOCATION", "schema_registry.ssl_certificate_location"),
+    ("ARCHIVER_SCHEMA_REGISTRY_SSL_KEY_LOCATION", "schema_registry.ssl_key_location"),
     ("ARCHIVER_ARCHIVE_URL", "archive.url"),
     ("ARCHIVER_TOPICS", "run.topics"),
     ("ARCHIVER_TOPIC_PATTERN", "run.topic_pattern"),
