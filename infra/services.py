@@ -456,25 +456,25 @@ NGINX_CONF = Template("""\
 daemon off;
 master_process off;
 worker_processes 1;
-pid $dir/nginx.pid;
+pid "$dir/nginx.pid";
 error_log stderr warn;
 events { worker_connections 256; }
 http {
   access_log off;
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
+  client_body_temp_path "$dir/tmp/body";
+  proxy_temp_path "$dir/tmp/proxy";
+  fastcgi_temp_path "$dir/tmp/fastcgi";
+  uwsgi_temp_path "$dir/tmp/uwsgi";
+  scgi_temp_path "$dir/tmp/scgi";
   server {
     listen 127.0.0.1:$port ssl;
-    ssl_certificate $dir/server.pem;
-    ssl_certificate_key $tls/broker.key;
+    ssl_certificate "$dir/server.pem";
+    ssl_certificate_key "$tls/broker.key";
     ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_client_certificate $tls/ca.pem;
+    ssl_client_certificate "$tls/ca.pem";
     ssl_verify_client on;
     auth_basic "schema registry";
-    auth_basic_user_file $dir/htpasswd;
+    auth_basic_user_file "$dir/htpasswd";
     location / {
       proxy_pass http://127.0.0.1:$upstream;
       proxy_http_version 1.1;
@@ -491,7 +491,7 @@ def _nginx(s: Settings) -> str | None:
     unpacked = s.tools / "nginx"
     if os.access(unpacked, os.X_OK):
         return str(unpacked)
-    return shutil.which("nginx") or (shutil.which("nginx", path="/usr/sbin"))
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
 
 
 def registry_tls_up(s: Settings) -> Process:

@@ -132,7 +132,7 @@ def _unreachable(error: Exception, url: str, doing: str) -> Exception:
         text = str(cause)
         if isinstance(cause, ssl.SSLCertVerificationError) or ("[SSL" in text
                                                                and any(r in text for r in _TLS_REFUSALS)):
-            return TerminalError(f"schema registry at {url} TLS handshake failed while {doing}: {_describe(cause)}")
+            return TerminalError(f"schema registry at {url}: TLS handshake failed while {doing}: {_describe(cause)}")
         cause = cause.__cause__ or cause.__context__
     return RegistryUnavailable(f"schema registry unreachable while {doing}: {_describe(error)}")
 
