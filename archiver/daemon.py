@@ -343,9 +343,10 @@ class Daemon:
             if probe is not None and self.consumer.reachable(*probe) and self.consumer.refusal() is None:
                 self._accepted()
                 return False
-        return now - refused.since >= self.settings.kafka_refused_timeout_s
+        return self._refusal_error() is not None
 
     def _refusal_error(self) -> TerminalError | None:
+        """The run's error once Kafka has refused this member for run.kafka_refused_timeout_s."""
         refused = self.refused
         if refused is None or time.monotonic() - refused.since < self.settings.kafka_refused_timeout_s:
             return None
